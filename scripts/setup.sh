@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Installs everything distill-edge needs on a Debian/Ubuntu machine. Idempotent: each step
+# checks first and does nothing when its part is already there.
+#   - apt: the Fashion-MNIST dataset, cross linkers, qemu-user, protobuf, ssh (for device tests)
+#   - rustup targets for the boards in targets/
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+    log "not root and no sudo: install the apt packages below by hand"; fi
+fi
+
+APT_PACKAGES=(
+  dataset-fashion-mnist       # /usr/share/datasets/fashion-mnist (IDX files)
+  protobuf-compiler           # protoc, to regenerate the ONNX prost types
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross      # aarch64 linker + sysroot
+  gcc-arm-linux-gnueabihf libc6-dev-armhf-cross    # armv7 linker + sysroot
+  qemu-user-static            # run ARM binaries here
+  openssh-server openssh-client                    # ssh device transport and its tests
+  python3-venv                # the onnxruntime / torch virtual environments
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing apt packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  log "apt packages present"
+fi
+
+RUST_TARGETS=(aarch64-unknown-linux-gnu aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
+if command -v rustup >/dev/null 2>&1; then
+  installed=$(rustup target list --installed)
+  for t in "${RUST_TARGETS[@]}"; do
+    if ! grep -qx "$t" <<<"$installed"; then
+      log "adding rust target $t"
+      rustup target add "$t" >/dev/null
+    fi
+  done
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt >/dev/null
+else
+  log "rustup not found: install Rust (>= 1.95) with rustup first"
+  exit 1
+fi
+log "ok"

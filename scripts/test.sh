@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The whole suite: set-up, formatting, lints, every test. What CI runs (.ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+source scripts/env.sh
+start=$SECONDS
+echo "== cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "== cargo clippy -D warnings" >&2
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test" >&2
+cargo test --workspace --all-targets --locked
+echo "test.sh: all checks passed in $((SECONDS - start))s" >&2

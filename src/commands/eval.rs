@@ -1,0 +1,162 @@
+//! `distill-edge eval`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use serde::Serialize;
+
+use crate::cli::{EvalArgs, GlobalArgs};
+use crate::data::{self, DataSource};
+use crate::eval::classification::{ConfusionMatrix, argmax_rows};
+use crate::eval::retrieval::{RetrievalMetrics, evaluate_both};
+use crate::fsutil::write_json_atomic;
+use crate::progress::Reporter;
+use crate::table::{Table, pct};
+use crate::train::Checkpoint;
+use crate::train::batches::{loss_and_accuracy, predict};
+use crate::train::supervised::{CONFIG_FILE, MODEL_FILE, check_fit};
+
+/// Everything `eval` measured.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    /// Model file evaluated.
+    pub model: PathBuf,
+    /// Architecture name.
+    pub architecture: String,
+    /// Dataset kind.
+    pub dataset: String,
+    /// Test images.
+    pub test_images: usize,
+    /// Top-1 accuracy on the test split (0..1).
+    pub accuracy: f64,
+    /// Mean cross-entropy on the test split.
+    pub loss: f64,
+    /// Trainable parameters.
+    pub params: usize,
+    /// MACs per image.
+    pub macs: u64,
+    /// Class names.
+    pub classes: Vec<String>,
+    /// Rows = true class, columns = predicted class.
+    pub confusion: ConfusionMatrix,
+    /// Cosine and L2 retrieval metrics (absent with --no-retrieval).
+    pub retrieval: Option<[RetrievalMetrics; 2]>,
+}
+
+/// Resolves a model argument: a file, or a directory holding `model.ckpt`.
+pub fn model_file(path: &Path) -> Result<PathBuf> {
+    if path.is_dir() {
+        let candidate = path.join(MODEL_FILE);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+        let train = path.join("train").join(MODEL_FILE);
+        if train.is_file() {
+            return Ok(train);
+        }
+        bail!(
+            "{}: no {MODEL_FILE} in this directory (is the training finished?)",
+            path.display()
+        );
+    }
+    if !path.exists() {
+        bail!("{}: no such model file", path.display());
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Evaluates a trained model on its dataset.
+pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
+    let reporter = Reporter::new(global.quiet);
+    let path = model_file(&args.model)?;
+    let ckpt = Checkpoint::read(&path)?;
+    let device = crate::runtime::cpu();
+    let model = ckpt.load_model(&device, &path)?.valid();
+    let arch = &ckpt.header.architecture;
+
+    let base: Option<DataSource> = match &args.config {
+        Some(c) => Some(super::data_section(c)?),
+        None => {
+            let beside = path.parent().unwrap_or(Path::new(".")).join(CONFIG_FILE);
+            beside
+                .is_file()
+                .then(|| super::data_section(&beside))
+                .transpose()?
+        }
+    };
+    let source = super::resolve_data(base, &args.data)?;
+    reporter.line(format!("loading {} data", source.name()));
+    let splits = data::load(&source)?;
+    check_fit(arch, &splits)?;
+    let norm = &ckpt.header.normalization;
+
+    reporter.line(format!(
+        "evaluating {} on {} test images",
+        arch.spec.name,
+        splits.test.len()
+    ));
+    let test = predict(&model, &splits.test, norm, args.batch_size, &device);
+    let (loss, accuracy) = loss_and_accuracy(&test.logits, test.classes, &splits.test.labels);
+    let predictions = argmax_rows(&test.logits, test.classes);
+    let confusion = ConfusionMatrix::new(&splits.test.labels, &predictions, test.classes);
+
+    let retrieval = if args.no_retrieval {
+        None
+    } else {
+        reporter.line(format!(
+            "retrieval: {} queries against {} database images ({}-d embedding)",
+            splits.test.len(),
+            splits.train.len(),
+            test.dim
+        ));
+        let train = predict(&model, &splits.train, norm, args.batch_size, &device);
+        Some(
+            evaluate_both(
+                &train.embeddings,
+                &splits.train.labels,
+                &test.embeddings,
+                &splits.test.labels,
+                test.dim,
+                args.top_k,
+            )
+            .context("retrieval evaluation")?,
+        )
+    };
+
+    let report = EvalReport {
+        model: path.clone(),
+        architecture: arch.spec.name.clone(),
+        dataset: source.name().to_string(),
+        test_images: splits.test.len(),
+        accuracy,
+        loss,
+        params: arch.trainable_params(),
+        macs: arch.macs(),
+        classes: splits.test.classes.clone(),
+        confusion,
+        retrieval,
+    };
+    if let Some(out) = &args.output {
+        write_json_atomic(out, &report).with_context(|| format!("writing {}", out.display()))?;
+    }
+    if global.json {
+        super::print_json(&report)?;
+    } else if !global.quiet {
+        println!("\n{}", report.confusion.render(&report.classes));
+        let mut t = Table::new(["metric", "value"]);
+        t.row(["top-1 accuracy".to_string(), pct(report.accuracy)]);
+        t.row(["cross-entropy".to_string(), format!("{:.4}", report.loss)]);
+        if let Some(r) = &report.retrieval {
+            for m in r {
+                let d = format!("{:?}", m.distance).to_lowercase();
+                t.row([format!("mAP ({d})"), pct(m.map)]);
+                t.row([format!("precision@{} ({d})", m.k), pct(m.precision_at_k)]);
+            }
+        }
+        t.row(["parameters".to_string(), report.params.to_string()]);
+        t.row(["MACs / image".to_string(), report.macs.to_string()]);
+        print!("{}", t.render());
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! `distill-edge train`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{GlobalArgs, TrainArgs};
+use crate::config::{TrainConfig, TrainSettings};
+use crate::data;
+use crate::model::ModelSpec;
+use crate::progress::Reporter;
+use crate::table::{Table, pct};
+use crate::train::supervised::{JobIdentity, TrainOptions, train};
+
+/// Resolves the config (file, then command-line overrides) and trains.
+pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
+    let (mut config, origin) = match &args.config {
+        Some(path) => (TrainConfig::load(path)?, path.display().to_string()),
+        None => (TrainConfig::default_synthetic(), "built-in default".into()),
+    };
+    if args.data.data.is_some() || args.data.data_path.is_some() {
+        config.data = super::resolve_data(Some(config.data.clone()), &args.data)?;
+    }
+    if let Some(m) = &args.model {
+        config.model = m.clone();
+    }
+    if let Some(s) = &args.schedule {
+        config.train.schedule =
+            TrainSettings::parse_schedule(s).map_err(|e| anyhow::anyhow!("--schedule {e}"))?;
+    }
+    if let Some(b) = args.batch_size {
+        config.train.batch_size = b;
+    }
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    if let Some(n) = &args.name {
+        config.name = n.clone();
+    }
+    config.validate(&origin)?;
+
+    let mut reporter = Reporter::new(global.quiet);
+    let spec = ModelSpec::resolve(&config.model, std::path::Path::new("."))?;
+    reporter.line(format!("loading {} data", config.data.name()));
+    let splits = data::load(&config.data)?;
+    let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
+    let out: PathBuf = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&config.name).join("train"));
+    reporter.line(format!(
+        "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads -> {}",
+        arch.spec.name,
+        arch.trainable_params(),
+        arch.macs(),
+        config.data.name(),
+        splits.train.len(),
+        splits.test.len(),
+        splits.train.shape,
+        config.train.total_epochs(),
+        config.train.batch_size,
+        crate::runtime::threads(),
+        out.display()
+    ));
+    let config_toml = config.to_toml();
+    let report = train(
+        &arch,
+        &config.train,
+        &splits,
+        &JobIdentity {
+            config_hash: &config.hash(),
+            dataset: config.data.name(),
+            seed: config.seed,
+            config_toml: &config_toml,
+        },
+        TrainOptions {
+            out_dir: &out,
+            resume: args.resume,
+            force: args.force,
+            reporter: &mut reporter,
+        },
+    )
+    .with_context(|| format!("training {}", arch.spec.name))?;
+
+    if global.json {
+        super::print_json(&report)?;
+    } else if !global.quiet {
+        let mut t = Table::new(["model", "params", "MACs", "epochs", "test top-1", "time"]);
+        t.row([
+            arch.spec.name.clone(),
+            report.params.to_string(),
+            report.macs.to_string(),
+            report.epochs.len().to_string(),
+            pct(report.test_accuracy),
+            format!("{:.0}s", report.seconds),
+        ]);
+        print!("\n{}", t.render());
+        println!("model written to {}", report.model.display());
+    }
+    Ok(())
+}

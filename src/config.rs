@@ -1,0 +1,379 @@
+//! Settings: TOML files (kebab-case keys, unknown keys rejected) with command-line overrides
+//! merged over them. The resolved config is saved beside every artifact and its hash identifies
+//! the artifact, so a resume or a later stage can tell whether it still fits.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataSource;
+use crate::data::batch::Augment;
+use crate::fsutil::sha256_hex;
+
+/// Errors reading or validating a config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// Config file.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or schema error (the message names the key).
+    #[error("{path}: {message}")]
+    Parse {
+        /// Config file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{origin}: {field}: {message}")]
+    Invalid {
+        /// Config file or `command line`.
+        origin: String,
+        /// Dotted key, e.g. `train.batch-size`.
+        field: String,
+        /// What was expected.
+        message: String,
+    },
+}
+
+/// One learning-rate stage of a schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LrStage {
+    /// Epochs in this stage.
+    pub epochs: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+}
+
+/// Adam hyper-parameters. Defaults follow PyTorch (epsilon 1e-8, not burn's 1e-5).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AdamSettings {
+    /// First-moment decay.
+    #[serde(default = "default_beta1")]
+    pub beta1: f32,
+    /// Second-moment decay.
+    #[serde(default = "default_beta2")]
+    pub beta2: f32,
+    /// Denominator epsilon.
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f32,
+    /// L2 weight decay (0 = none).
+    #[serde(default)]
+    pub weight_decay: f32,
+}
+
+impl Default for AdamSettings {
+    fn default() -> Self {
+        Self {
+            beta1: default_beta1(),
+            beta2: default_beta2(),
+            epsilon: default_epsilon(),
+            weight_decay: 0.0,
+        }
+    }
+}
+
+fn default_beta1() -> f32 {
+    0.9
+}
+fn default_beta2() -> f32 {
+    0.999
+}
+fn default_epsilon() -> f32 {
+    1e-8
+}
+fn default_batch_size() -> usize {
+    128
+}
+fn default_eval_batch_size() -> usize {
+    500
+}
+fn default_seed() -> u64 {
+    1
+}
+
+/// How to train one network with cross-entropy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrainSettings {
+    /// Mini-batch size.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Batch size for evaluation passes (no effect on results).
+    #[serde(default = "default_eval_batch_size")]
+    pub eval_batch_size: usize,
+    /// Learning-rate stages, run in order (reference: 1e-3 then 1e-4).
+    pub schedule: Vec<LrStage>,
+    /// Train-time augmentation.
+    #[serde(default)]
+    pub augment: Augment,
+    /// Optimizer.
+    #[serde(default)]
+    pub adam: AdamSettings,
+}
+
+impl TrainSettings {
+    /// Total epochs of the schedule.
+    pub fn total_epochs(&self) -> usize {
+        self.schedule.iter().map(|s| s.epochs).sum()
+    }
+
+    /// Learning rate of 1-based `epoch`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let mut end = 0;
+        for s in &self.schedule {
+            end += s.epochs;
+            if epoch <= end {
+                return s.lr;
+            }
+        }
+        self.schedule.last().map_or(0.0, |s| s.lr)
+    }
+
+    /// Checks ranges; `origin` and `prefix` locate the section in messages.
+    pub fn validate(&self, origin: &str, prefix: &str) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: &str| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: format!("{prefix}.{field}"),
+            message: message.to_string(),
+        };
+        if self.batch_size == 0 {
+            return Err(bad("batch-size", "expected a positive integer"));
+        }
+        if self.eval_batch_size == 0 {
+            return Err(bad("eval-batch-size", "expected a positive integer"));
+        }
+        if self.schedule.is_empty() || self.total_epochs() == 0 {
+            return Err(bad(
+                "schedule",
+                "expected at least one stage with epochs > 0, e.g. [{ epochs = 10, lr = 1e-3 }]",
+            ));
+        }
+        if let Some(s) = self
+            .schedule
+            .iter()
+            .find(|s| !(s.lr.is_finite() && s.lr > 0.0))
+        {
+            return Err(bad(
+                "schedule",
+                &format!("learning rate {} is not a positive finite number", s.lr),
+            ));
+        }
+        let a = &self.adam;
+        if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
+            return Err(bad("adam", "beta1 and beta2 must be in [0, 1)"));
+        }
+        if !(a.epsilon.is_finite()
+            && a.epsilon > 0.0
+            && a.weight_decay.is_finite()
+            && a.weight_decay >= 0.0)
+        {
+            return Err(bad("adam", "epsilon must be > 0 and weight-decay >= 0"));
+        }
+        Ok(())
+    }
+
+    /// Parses a schedule written as `EPOCHS:LR[,EPOCHS:LR…]`, e.g. `60:1e-3,10:1e-4`.
+    pub fn parse_schedule(text: &str) -> Result<Vec<LrStage>, String> {
+        text.split(',')
+            .map(|part| {
+                let (e, lr) = part
+                    .trim()
+                    .split_once(':')
+                    .ok_or_else(|| format!("'{part}': expected EPOCHS:LR, e.g. 10:1e-3"))?;
+                Ok(LrStage {
+                    epochs: e
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("'{e}': epochs must be a non-negative integer"))?,
+                    lr: lr
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("'{lr}': learning rate must be a number"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `distill-edge train`: one network trained with cross-entropy on one dataset.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Run name: the default output directory is `runs/<name>/train`.
+    pub name: String,
+    /// Seed for weights, shuffling and augmentation.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Model preset name or path to a model TOML (relative to the config file).
+    pub model: String,
+    /// Dataset.
+    pub data: DataSource,
+    /// Schedule and optimizer.
+    pub train: TrainSettings,
+}
+
+impl TrainConfig {
+    /// The config used when no file is given: the reference student on generated data, a
+    /// short schedule, nothing to install.
+    pub fn default_synthetic() -> Self {
+        toml::from_str(DEFAULT_TRAIN_TOML).expect("built-in default config parses")
+    }
+
+    /// Reads a config file; relative paths inside it stay relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Self = parse_toml(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data = config.data.relative_to(base);
+        if !crate::model::spec::PRESETS
+            .iter()
+            .any(|(n, _)| *n == config.model)
+            && Path::new(&config.model).is_relative()
+        {
+            let candidate = base.join(&config.model);
+            if candidate.is_file() {
+                config.model = candidate.to_string_lossy().into_owned();
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks every section.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                field: "name".into(),
+                message: "expected a non-empty name without path separators".into(),
+            });
+        }
+        self.train.validate(origin, "train")
+    }
+
+    /// Stable hash of the resolved config (what an artifact was made from).
+    pub fn hash(&self) -> String {
+        sha256_hex(&serde_json::to_vec(self).expect("config serialises"))[..16].to_string()
+    }
+
+    /// The resolved config as TOML, saved beside artifacts.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}
+
+/// Parses TOML into `T`, turning errors into one line that names the file and the key.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: one_line(&e.to_string()),
+    })
+}
+
+/// Collapses a multi-line parser message (with its source excerpt) into one line.
+fn one_line(message: &str) -> String {
+    let mut lines = message.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or_default().to_string();
+    // toml's message: "TOML parse error at line L, column C", excerpt lines, then the reason.
+    let reason = message
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | ") && *l != first)
+        .unwrap_or_default();
+    if reason.is_empty() {
+        first
+    } else {
+        format!("{first}: {reason}")
+    }
+}
+
+/// The built-in default for `distill-edge train` without `--config`.
+pub const DEFAULT_TRAIN_TOML: &str = r#"
+name = "synthetic-student"
+seed = 1
+model = "cnn32-small"
+
+[data]
+kind = "synthetic"
+
+[train]
+batch-size = 64
+schedule = [{ epochs = 3, lr = 1e-3 }, { epochs = 1, lr = 1e-4 }]
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        let c = TrainConfig::default_synthetic();
+        c.validate("default").unwrap();
+        assert_eq!(c.train.total_epochs(), 4);
+        assert_eq!(c.train.lr_at(3), 1e-3);
+        assert_eq!(c.train.lr_at(4), 1e-4);
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_the_file() {
+        let err = parse_toml::<TrainConfig>(
+            "name='x'\nmodel='cnn32'\n[data]\nkind='synthetic'\n[train]\nschedule=[]\nbatchsize=3\n",
+            Path::new("cfg.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("cfg.toml:"), "{err}");
+        assert!(err.contains("batchsize"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn schedule_parses_and_rejects_garbage() {
+        let s = TrainSettings::parse_schedule("60:1e-3, 10:1e-4").unwrap();
+        assert_eq!(
+            s,
+            [
+                LrStage {
+                    epochs: 60,
+                    lr: 1e-3
+                },
+                LrStage {
+                    epochs: 10,
+                    lr: 1e-4
+                }
+            ]
+        );
+        assert!(TrainSettings::parse_schedule("60").is_err());
+        assert!(TrainSettings::parse_schedule("x:1").is_err());
+    }
+
+    #[test]
+    fn zero_batch_size_names_the_field() {
+        let mut c = TrainConfig::default_synthetic();
+        c.train.batch_size = 0;
+        let err = c.validate("c.toml").unwrap_err().to_string();
+        assert_eq!(err, "c.toml: train.batch-size: expected a positive integer");
+    }
+
+    #[test]
+    fn hash_changes_with_the_schedule_only() {
+        let a = TrainConfig::default_synthetic();
+        let mut b = a.clone();
+        assert_eq!(a.hash(), b.hash());
+        b.train.schedule[0].epochs += 1;
+        assert_ne!(a.hash(), b.hash());
+    }
+}

@@ -1,0 +1,119 @@
+//! Summary statistics of repeated latency measurements.
+
+use serde::{Deserialize, Serialize};
+
+/// Summary of latency samples, all in milliseconds.
+///
+/// Percentiles use the nearest-rank definition on the ascending sorted samples `s[0..n]`:
+/// the `p`-th percentile is `s[max(1, ceil(p * n / 100)) - 1]`, so every reported value is one
+/// of the measured samples (no interpolation). `min_ms` and `max_ms` are the 0th and 100th
+/// percentiles, `mean_ms` the arithmetic mean.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    /// Number of samples summarised (finite samples only, see [`LatencyStats::from_samples`]).
+    pub runs: usize,
+    /// Smallest sample.
+    pub min_ms: f64,
+    /// Median by nearest rank.
+    pub p50_ms: f64,
+    /// 90th percentile by nearest rank.
+    pub p90_ms: f64,
+    /// 99th percentile by nearest rank.
+    pub p99_ms: f64,
+    /// Largest sample.
+    pub max_ms: f64,
+    /// Arithmetic mean.
+    pub mean_ms: f64,
+}
+
+impl LatencyStats {
+    /// Summarises `samples_ms` (in any order). Non-finite samples (NaN, ±infinity) are ignored,
+    /// so they can neither poison the mean nor shift the percentiles; returns `None` when no
+    /// finite sample remains (including for an empty slice).
+    pub fn from_samples(samples_ms: &[f64]) -> Option<Self> {
+        let mut sorted: Vec<f64> = samples_ms
+            .iter()
+            .copied()
+            .filter(|s| s.is_finite())
+            .collect();
+        if sorted.is_empty() {
+            return None;
+        }
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let percentile = |p: usize| {
+            // ceil(p * n / 100) in integers, so that e.g. p90 of 10 samples is exactly rank 9.
+            let rank = (p * n).div_ceil(100).clamp(1, n);
+            sorted[rank - 1]
+        };
+        Some(Self {
+            runs: n,
+            min_ms: sorted[0],
+            p50_ms: percentile(50),
+            p90_ms: percentile(90),
+            p99_ms: percentile(99),
+            max_ms: sorted[n - 1],
+            mean_ms: sorted.iter().sum::<f64>() / n as f64,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_and_non_finite_only_give_none() {
+        assert_eq!(LatencyStats::from_samples(&[]), None);
+        assert_eq!(LatencyStats::from_samples(&[f64::NAN, f64::INFINITY]), None);
+    }
+
+    #[test]
+    fn single_sample() {
+        let s = LatencyStats::from_samples(&[3.5]).unwrap();
+        assert_eq!(s.runs, 1);
+        for v in [s.min_ms, s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.mean_ms] {
+            assert_eq!(v, 3.5);
+        }
+    }
+
+    #[test]
+    fn ten_samples_nearest_rank() {
+        // Shuffled 1..=10: p50 = s[ceil(5)-1] = 5, p90 = s[ceil(9)-1] = 9,
+        // p99 = s[ceil(9.9)-1] = 10, mean = 5.5.
+        let samples = [7.0, 1.0, 10.0, 3.0, 5.0, 2.0, 9.0, 4.0, 8.0, 6.0];
+        let s = LatencyStats::from_samples(&samples).unwrap();
+        assert_eq!(
+            s,
+            LatencyStats {
+                runs: 10,
+                min_ms: 1.0,
+                p50_ms: 5.0,
+                p90_ms: 9.0,
+                p99_ms: 10.0,
+                max_ms: 10.0,
+                mean_ms: 5.5,
+            }
+        );
+    }
+
+    #[test]
+    fn hundred_samples_and_ignored_nan() {
+        // 1..=100 plus a NaN: p50 = 50, p90 = 90, p99 = 99 (rank ceil(99) = 99).
+        let mut samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        samples.push(f64::NAN);
+        let s = LatencyStats::from_samples(&samples).unwrap();
+        assert_eq!(s.runs, 100);
+        assert_eq!((s.min_ms, s.max_ms), (1.0, 100.0));
+        assert_eq!((s.p50_ms, s.p90_ms, s.p99_ms), (50.0, 90.0, 99.0));
+        assert!((s.mean_ms - 50.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn three_samples_round_rank_up() {
+        // n = 3: p50 rank ceil(1.5) = 2, p90 rank ceil(2.7) = 3.
+        let s = LatencyStats::from_samples(&[30.0, 10.0, 20.0]).unwrap();
+        assert_eq!((s.p50_ms, s.p90_ms, s.p99_ms), (20.0, 30.0, 30.0));
+        assert_eq!(s.mean_ms, 20.0);
+    }
+}

@@ -1,0 +1,17 @@
+//! distill-edge: train a teacher, distill a compact student with InDistill, export it to ONNX
+//! and validate it on ARM boards.
+//!
+//! The binary is a thin layer over this library: [`cli`] holds the argument types,
+//! [`commands`] one module per subcommand; everything else is reusable.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod fsutil;
+pub mod model;
+pub mod progress;
+pub mod runtime;
+pub mod table;
+pub mod train;

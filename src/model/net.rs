@@ -1,0 +1,197 @@
+//! The burn module built from an [`Architecture`].
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use super::spec::{Architecture, BlockSpec};
+
+/// conv -> [BN] -> ReLU -> [max pool].
+#[derive(Module, Debug)]
+pub struct ConvBlock {
+    /// Convolution (stride 1, with bias).
+    pub conv: Conv2d,
+    /// Optional batch normalisation.
+    pub bn: Option<BatchNorm>,
+    /// Optional max pooling (kernel = stride).
+    pub pool: Option<MaxPool2d>,
+}
+
+impl ConvBlock {
+    /// Creates a block from its spec for `in_channels` inputs.
+    pub fn new(spec: &BlockSpec, in_channels: usize, device: &Device) -> Self {
+        let conv = Conv2dConfig::new([in_channels, spec.width], [spec.kernel, spec.kernel])
+            .with_padding(PaddingConfig2d::Explicit(
+                spec.padding,
+                spec.padding,
+                spec.padding,
+                spec.padding,
+            ))
+            .init(device);
+        Self {
+            conv,
+            bn: spec
+                .batch_norm
+                .then(|| BatchNormConfig::new(spec.width).init(device)),
+            pool: (spec.pool > 1).then(|| MaxPool2dConfig::new([spec.pool, spec.pool]).init()),
+        }
+    }
+
+    /// `[batch, in, h, w]` -> `[batch, width, h', w']`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = self.conv.forward(x);
+        let x = match &self.bn {
+            Some(bn) => bn.forward(x),
+            None => x,
+        };
+        let x = relu(x);
+        match &self.pool {
+            Some(pool) => pool.forward(x),
+            None => x,
+        }
+    }
+}
+
+/// A conv-stack classifier with taps on every block and on the embedding.
+#[derive(Module, Debug)]
+pub struct ConvNet {
+    /// Convolutional blocks, shallow to deep.
+    pub blocks: Vec<ConvBlock>,
+    /// Hidden fully connected layers (ReLU after each); the last one's output is the embedding.
+    pub hidden: Vec<Linear>,
+    /// Classifier: embedding -> logits.
+    pub head: Linear,
+}
+
+/// Every intermediate output of one forward pass.
+#[derive(Debug, Clone)]
+pub struct Features {
+    /// Output of each block, `[batch, width_k, h_k, w_k]`.
+    pub taps: Vec<Tensor<4>>,
+    /// `[batch, embedding_dim]`.
+    pub embedding: Tensor<2>,
+    /// `[batch, classes]`.
+    pub logits: Tensor<2>,
+}
+
+impl ConvNet {
+    /// Initialises a network with fresh weights on `device` (seed the device first for
+    /// reproducible weights).
+    pub fn new(arch: &Architecture, device: &Device) -> Self {
+        let mut cin = arch.input.channels;
+        let blocks = arch
+            .spec
+            .blocks
+            .iter()
+            .map(|b| {
+                let block = ConvBlock::new(b, cin, device);
+                cin = b.width;
+                block
+            })
+            .collect();
+        let mut fin = arch.flat_features();
+        let hidden = arch
+            .spec
+            .fc
+            .iter()
+            .map(|&f| {
+                let layer = LinearConfig::new(fin, f).init(device);
+                fin = f;
+                layer
+            })
+            .collect();
+        let head = LinearConfig::new(fin, arch.classes).init(device);
+        Self {
+            blocks,
+            hidden,
+            head,
+        }
+    }
+
+    /// `[batch, c, h, w]` -> logits `[batch, classes]`. This is the graph exported to ONNX.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.head.forward(self.embed(x))
+    }
+
+    /// `[batch, c, h, w]` -> embedding `[batch, embedding_dim]`.
+    pub fn embed(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.blocks.iter().fold(x, |x, b| b.forward(x));
+        self.embed_from_last_tap(x)
+    }
+
+    /// Embedding from the last block's output `[batch, c, h, w]`.
+    pub fn embed_from_last_tap(&self, x: Tensor<4>) -> Tensor<2> {
+        let x: Tensor<2> = x.flatten(1, 3);
+        self.hidden.iter().fold(x, |x, l| relu(l.forward(x)))
+    }
+
+    /// Logits and embedding in one pass.
+    pub fn forward_with_embedding(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let embedding = self.embed(x);
+        (self.head.forward(embedding.clone()), embedding)
+    }
+
+    /// Every tap, the embedding and the logits in one pass.
+    pub fn forward_features(&self, x: Tensor<4>) -> Features {
+        let mut taps = Vec::with_capacity(self.blocks.len());
+        let mut x = x;
+        for b in &self.blocks {
+            x = b.forward(x);
+            taps.push(x.clone());
+        }
+        let embedding = self.embed_from_last_tap(x);
+        let logits = self.head.forward(embedding.clone());
+        Features {
+            taps,
+            embedding,
+            logits,
+        }
+    }
+
+    /// Output of the first `n` blocks (`n` >= 1): the tap `block{n-1}`.
+    pub fn forward_until(&self, x: Tensor<4>, n: usize) -> Tensor<4> {
+        self.blocks[..n].iter().fold(x, |x, b| b.forward(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageShape;
+    use crate::model::spec::ModelSpec;
+    use std::path::Path;
+
+    #[test]
+    fn taps_embedding_and_logits_have_the_architecture_shapes() {
+        let device = Device::flex();
+        for (preset, input) in [
+            ("cnn32-small", ImageShape::new(1, 28, 28)),
+            ("cnn32", ImageShape::new(3, 32, 32)),
+        ] {
+            let arch = ModelSpec::resolve(preset, Path::new("."))
+                .unwrap()
+                .bind(input, 10)
+                .unwrap();
+            let net = ConvNet::new(&arch, &device);
+            let x = Tensor::<4>::zeros([2, input.channels, input.height, input.width], &device);
+            let f = net.forward_features(x);
+            for (tap, shape) in f.taps.iter().zip(&arch.block_shapes) {
+                assert_eq!(tap.dims(), [2, shape.channels, shape.height, shape.width]);
+            }
+            assert_eq!(f.embedding.dims(), [2, arch.embedding_dim()]);
+            assert_eq!(f.logits.dims(), [2, 10]);
+            // burn also counts the BN running mean and variance.
+            let running: usize = arch
+                .spec
+                .blocks
+                .iter()
+                .filter(|b| b.batch_norm)
+                .map(|b| 2 * b.width)
+                .sum();
+            assert_eq!(net.num_params(), arch.trainable_params() + running);
+        }
+    }
+}

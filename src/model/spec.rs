@@ -1,0 +1,324 @@
+//! Model specifications: the one source of truth for a network's layers and widths.
+//!
+//! A [`ModelSpec`] describes a conv-stack family member independently of the data it will
+//! see; an [`Architecture`] binds it to an input shape and a class count, which fixes every
+//! tensor shape, the parameter count and the MACs.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::ImageShape;
+
+/// One convolutional block: conv (stride 1) -> [batch norm] -> ReLU -> [max pool].
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BlockSpec {
+    /// Output channels.
+    pub width: usize,
+    /// Square kernel size.
+    #[serde(default = "default_kernel")]
+    pub kernel: usize,
+    /// Zero padding on each side (0 = "valid").
+    #[serde(default)]
+    pub padding: usize,
+    /// Batch normalisation after the convolution.
+    #[serde(default = "default_true")]
+    pub batch_norm: bool,
+    /// Max-pool kernel and stride after the ReLU; 0 or 1 = no pooling.
+    #[serde(default = "default_pool")]
+    pub pool: usize,
+}
+
+fn default_kernel() -> usize {
+    3
+}
+fn default_pool() -> usize {
+    2
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A conv-stack network: blocks, then hidden fully connected layers (ReLU), then the classifier.
+///
+/// The output of the last hidden layer is the *embedding* used by PKT and by retrieval.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Preset or user name, e.g. `cnn32-small`.
+    pub name: String,
+    /// Convolutional blocks, shallow to deep.
+    pub blocks: Vec<BlockSpec>,
+    /// Hidden fully connected widths; must not be empty (the last is the embedding).
+    pub fc: Vec<usize>,
+}
+
+/// Errors found while reading or checking a model specification.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The spec file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File that failed.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The spec file is not valid TOML for a model spec.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File that failed.
+        path: PathBuf,
+        /// Parser message (names the field).
+        message: String,
+    },
+    /// No preset of that name and no such file.
+    #[error("unknown model '{0}': expected a preset ({presets}) or a path to a model TOML file", presets = PRESETS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "))]
+    Unknown(String),
+    /// The spec cannot be built for this input.
+    #[error("model '{model}': {message}")]
+    Invalid {
+        /// Model name.
+        model: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Built-in presets, shipped in the binary (the files in `models/` are the same text).
+pub const PRESETS: &[(&str, &str)] = &[
+    ("cnn32", include_str!("../../models/cnn32.toml")),
+    ("cnn32-small", include_str!("../../models/cnn32-small.toml")),
+    ("cnn32-large", include_str!("../../models/cnn32-large.toml")),
+];
+
+impl ModelSpec {
+    /// Parses a spec from TOML text; `origin` names the source in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self, SpecError> {
+        toml::from_str(text).map_err(|e| SpecError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string().trim().replace('\n', " "),
+        })
+    }
+
+    /// A built-in preset by name, or a spec file by path (relative to `base_dir`).
+    pub fn resolve(name_or_path: &str, base_dir: &Path) -> Result<Self, SpecError> {
+        if let Some((_, text)) = PRESETS.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::from_toml(text, Path::new(&format!("<preset {name_or_path}>")));
+        }
+        let path = base_dir.join(name_or_path);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|source| SpecError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            return Self::from_toml(&text, &path);
+        }
+        Err(SpecError::Unknown(name_or_path.to_string()))
+    }
+
+    /// Binds the spec to an input shape and class count, checking every layer fits.
+    pub fn bind(&self, input: ImageShape, classes: usize) -> Result<Architecture, SpecError> {
+        let invalid = |message: String| SpecError::Invalid {
+            model: self.name.clone(),
+            message,
+        };
+        if self.blocks.is_empty() {
+            return Err(invalid("needs at least one conv block".into()));
+        }
+        if self.fc.is_empty() {
+            return Err(invalid(
+                "needs at least one hidden fc layer (the embedding)".into(),
+            ));
+        }
+        if classes < 2 {
+            return Err(invalid(format!("needs at least 2 classes, got {classes}")));
+        }
+        let (mut h, mut w) = (input.height, input.width);
+        let mut shapes = Vec::with_capacity(self.blocks.len());
+        for (i, b) in self.blocks.iter().enumerate() {
+            if b.width == 0 || b.kernel == 0 {
+                return Err(invalid(format!("block {i}: width and kernel must be > 0")));
+            }
+            let (ph, pw) = (h + 2 * b.padding, w + 2 * b.padding);
+            if ph < b.kernel || pw < b.kernel {
+                return Err(invalid(format!(
+                    "block {i}: a {k}x{k} kernel does not fit the {h}x{w} input (input {input})",
+                    k = b.kernel
+                )));
+            }
+            let (ch, cw) = (ph - b.kernel + 1, pw - b.kernel + 1);
+            let (oh, ow) = if b.pool > 1 {
+                (ch / b.pool, cw / b.pool)
+            } else {
+                (ch, cw)
+            };
+            if oh == 0 || ow == 0 {
+                return Err(invalid(format!(
+                    "block {i}: {ch}x{cw} feature map is too small for a {p}x{p} pool (input {input})",
+                    p = b.pool
+                )));
+            }
+            h = oh;
+            w = ow;
+            shapes.push(ImageShape::new(b.width, h, w));
+        }
+        if self.fc.contains(&0) {
+            return Err(invalid("fc widths must be > 0".into()));
+        }
+        Ok(Architecture {
+            spec: self.clone(),
+            input,
+            classes,
+            block_shapes: shapes,
+        })
+    }
+}
+
+/// A spec bound to an input shape and a class count: every shape is known.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Architecture {
+    /// The layers.
+    pub spec: ModelSpec,
+    /// Input image shape.
+    pub input: ImageShape,
+    /// Number of classes (logits).
+    pub classes: usize,
+    /// Output shape of every block (after ReLU and pooling): the taps.
+    pub block_shapes: Vec<ImageShape>,
+}
+
+impl Architecture {
+    /// Flattened size of the last block's output (input of the first fc layer).
+    pub fn flat_features(&self) -> usize {
+        self.block_shapes.last().map_or(0, ImageShape::len)
+    }
+
+    /// Embedding width (last hidden fc layer).
+    pub fn embedding_dim(&self) -> usize {
+        *self.spec.fc.last().expect("bind() checked fc is not empty")
+    }
+
+    /// Names of the taps, shallow to deep: `block0`, `block1`, ….
+    pub fn tap_names(&self) -> Vec<String> {
+        (0..self.spec.blocks.len())
+            .map(|i| format!("block{i}"))
+            .collect()
+    }
+
+    /// Trainable parameters (conv/linear weights and biases, BN scale and shift), as PyTorch
+    /// counts them; BN running statistics are not included.
+    pub fn trainable_params(&self) -> usize {
+        let mut total = 0;
+        let mut cin = self.input.channels;
+        for b in &self.spec.blocks {
+            total += b.width * cin * b.kernel * b.kernel + b.width;
+            if b.batch_norm {
+                total += 2 * b.width;
+            }
+            cin = b.width;
+        }
+        let mut fin = self.flat_features();
+        for &f in self.spec.fc.iter().chain(std::iter::once(&self.classes)) {
+            total += fin * f + f;
+            fin = f;
+        }
+        total
+    }
+
+    /// Multiply-accumulates of one forward pass for one image (convolutions and fc layers).
+    pub fn macs(&self) -> u64 {
+        let mut total = 0u64;
+        let mut cin = self.input.channels;
+        let (mut h, mut w) = (self.input.height, self.input.width);
+        for (b, out) in self.spec.blocks.iter().zip(&self.block_shapes) {
+            let (ch, cw) = (
+                h + 2 * b.padding - b.kernel + 1,
+                w + 2 * b.padding - b.kernel + 1,
+            );
+            total += (ch * cw * b.width * cin * b.kernel * b.kernel) as u64;
+            cin = b.width;
+            h = out.height;
+            w = out.width;
+        }
+        let mut fin = self.flat_features();
+        for &f in self.spec.fc.iter().chain(std::iter::once(&self.classes)) {
+            total += (fin * f) as u64;
+            fin = f;
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn preset(name: &str) -> ModelSpec {
+        ModelSpec::resolve(name, Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn cnn32_matches_the_pytorch_parameter_count() {
+        // The InDistill reference Cifar_Tiny-style net has 57,994 trainable parameters on
+        // 3x32x32 CIFAR-10 (PyTorch count, BN running statistics excluded).
+        let arch = preset("cnn32")
+            .bind(ImageShape::new(3, 32, 32), 10)
+            .unwrap();
+        assert_eq!(arch.trainable_params(), 57_994);
+        assert_eq!(arch.flat_features(), 256);
+        assert_eq!(arch.embedding_dim(), 128);
+    }
+
+    #[test]
+    fn taps_have_the_expected_shapes_on_fashion_mnist() {
+        let arch = preset("cnn32-small")
+            .bind(ImageShape::new(1, 28, 28), 10)
+            .unwrap();
+        let shapes: Vec<_> = arch.block_shapes.iter().map(|s| s.to_string()).collect();
+        assert_eq!(shapes, ["8x13x13", "16x5x5", "32x1x1"]);
+        assert_eq!(arch.tap_names(), ["block0", "block1", "block2"]);
+    }
+
+    #[test]
+    fn presets_share_depth_and_differ_in_width() {
+        let small = preset("cnn32-small");
+        let base = preset("cnn32");
+        let large = preset("cnn32-large");
+        assert_eq!(small.blocks.len(), base.blocks.len());
+        assert_eq!(large.blocks.len(), base.blocks.len());
+        for ((s, b), l) in small.blocks.iter().zip(&base.blocks).zip(&large.blocks) {
+            assert!(s.width < b.width && b.width < l.width);
+        }
+    }
+
+    #[test]
+    fn too_small_input_is_refused_with_the_block_named() {
+        let err = preset("cnn32")
+            .bind(ImageShape::new(1, 8, 8), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("block 1") || err.contains("block 2"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = ModelSpec::from_toml(
+            "name='x'\nfc=[4]\n[[blocks]]\nwidth=4\nwidht=3\n",
+            Path::new("m.toml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("m.toml") && err.contains("widht"), "{err}");
+    }
+
+    #[test]
+    fn unknown_model_lists_presets() {
+        let err = ModelSpec::resolve("resnet9000", Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cnn32-small"), "{err}");
+    }
+}
