@@ -2,3 +2,8 @@
 # runs on one machine reuse the previous build.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/distill-edge/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# ONNX Runtime from the venv scripts/setup.sh made (the `ort` feature loads it at run time).
+if [ -z "${ORT_DYLIB_PATH:-}" ]; then
+  ORT_DYLIB_PATH=$(ls "${DISTILL_EDGE_VENV:-$HOME/.cache/distill-edge/ort-venv}"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n 1)
+  [ -n "$ORT_DYLIB_PATH" ] && export ORT_DYLIB_PATH
+fi

@@ -50,4 +50,19 @@ else
   log "rustup not found: install Rust (>= 1.95) with rustup first"
   exit 1
 fi
+# ONNX Runtime (for `check --engines ort`, built with `--features ort`) and the official onnx
+# checker, from PyPI into a venv outside the clone. ort's own binary download cannot work
+# offline, so the crate loads this library at run time through ORT_DYLIB_PATH.
+VENV="${DISTILL_EDGE_VENV:-$HOME/.cache/distill-edge/ort-venv}"
+if ! "$VENV/bin/python" -c 'import onnxruntime, onnx' >/dev/null 2>&1; then
+  log "installing onnxruntime and onnx into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'onnxruntime>=1.31' 'onnx>=1.16'
+fi
+lib=$(ls "$VENV"/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so* 2>/dev/null | head -n 1)
+if [ -z "$lib" ]; then
+  log "onnxruntime installed but libonnxruntime.so not found under $VENV"
+  exit 1
+fi
+log "ONNX Runtime: ORT_DYLIB_PATH=$lib"
 log "ok"

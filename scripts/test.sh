@@ -8,7 +8,9 @@ start=$SECONDS
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings" >&2
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo test" >&2
-cargo test --workspace --all-targets --locked
+cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+echo "== cargo check (default features)" >&2
+cargo check --workspace --locked
+echo "== cargo test (with the ONNX Runtime engine)" >&2
+cargo test --workspace --all-targets --features ort --locked
 echo "test.sh: all checks passed in $((SECONDS - start))s" >&2

@@ -36,12 +36,44 @@ pub enum Command {
     /// `model.ckpt` at the end into the output directory (default `runs/<name>/train`).
     /// Without `--config`, trains cnn32-small on generated data in about a minute.
     Train(TrainArgs),
+    /// Distill a student from a trained teacher (InDistill, PKT, Hinton KD, or none).
+    ///
+    /// InDistill prunes the teacher (same depth as the student, e.g. the cnn32 auxiliary) to
+    /// the student's widths by L1 norm, trains the student's blocks one at a time, shallow to
+    /// deep, to match the pruned teacher's outputs (MSE), then runs the main phase (PKT on
+    /// the embedding, Hinton KD on the logits, cross-entropy, as weighted in the config).
+    Distill(DistillArgs),
+    /// Run several distillation methods with the same seeds and print one comparison table
+    /// (accuracy, retrieval mAP, precision@100, params, MACs, wall time; mean ± std).
+    Compare(CompareArgs),
     /// Evaluate a trained model: top-1 accuracy, confusion matrix and retrieval metrics.
     ///
     /// Retrieval uses the embedding (the last hidden layer): database = train split,
     /// queries = test split, mAP with 11-point interpolated precision and precision of the
     /// top-100, for cosine and L2 distance.
     Eval(EvalArgs),
+    /// Export a trained model to ONNX (BN folded, named input/outputs, metadata; int8 QDQ
+    /// with `--quantize int8`).
+    ///
+    /// The graph is traced from the trained burn module with a symbolic batch axis. Input
+    /// `input` [N, C, H, W] (normalised as the metadata says), outputs `logits` and, with
+    /// `--embedding`, `embedding`.
+    Export(ExportArgs),
+    /// Validate an ONNX model on the host: top-1 per engine, output parity with burn and
+    /// between engines, latency at batch 1 and 32, size, parameters, MACs.
+    ///
+    /// Exits with 1 when parity fails or the accuracy drop exceeds `--max-accuracy-drop`.
+    Check(CheckArgs),
+    /// Cross-compile the on-device runner for a target and write its bundle.
+    ///
+    /// The bundle (`dist/<target>/`) holds the runner, the student .onnx (fp32 and, with
+    /// `--int8`, int8), a test shard, the host's tract outputs on it and a manifest with the
+    /// SHA-256 of every file; the runner verifies the manifest before it runs.
+    Build(BuildArgs),
+    /// Run a bundle on a device (qemu here by default, `local`, or `ssh://user@host:port`)
+    /// and compare it with the host: same top-1 on the shard, outputs within tolerance,
+    /// latency against the target's budget.
+    Bench(BenchArgs),
     /// Inspect datasets.
     Data {
         #[command(subcommand)]
@@ -131,4 +163,228 @@ pub struct DataInfoArgs {
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+/// Weight quantization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantizeMode {
+    /// int8 QDQ: Quantize/DequantizeLinear around every Conv and MatMul.
+    Int8,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A model file (`model.ckpt`) or the directory holding it.
+    #[arg(value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Output file (default: `<name>.onnx`, or `<name>.int8.onnx`, beside the model).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Keep BatchNormalization nodes instead of folding them into the convolutions.
+    #[arg(long)]
+    pub no_fold: bool,
+    /// Add the embedding (last hidden layer) as a second output.
+    #[arg(long)]
+    pub embedding: bool,
+    /// Post-training quantization; calibrates activation ranges on training images.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub quantize: Option<QuantizeMode>,
+    /// Training images used for int8 calibration.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub calibration_images: usize,
+    /// One weight scale per tensor instead of per output channel.
+    #[arg(long)]
+    pub per_tensor: bool,
+    /// Config whose `[data]` section gives the calibration data (default: the
+    /// `config.toml` saved beside the model).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The ONNX model to check.
+    #[arg(value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// The trained checkpoint it came from: adds burn to the parity and accuracy comparison.
+    #[arg(long, value_name = "CKPT")]
+    pub checkpoint: Option<PathBuf>,
+    /// Config whose `[data]` section gives the test split (default: the `config.toml`
+    /// beside the checkpoint).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Engines to use (default: every available one).
+    #[arg(long, value_delimiter = ',', value_name = "tract,ort")]
+    pub engines: Vec<String>,
+    /// Batch sizes for the latency measurement.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 32], value_name = "N,...")]
+    pub batches: Vec<usize>,
+    /// Timed runs per batch size (after the warm-up).
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    pub runs: usize,
+    /// Untimed warm-up runs per batch size.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub warmup: usize,
+    /// Fail when an engine's top-1 is more than this many percentage points below burn's
+    /// (needs --checkpoint).
+    #[arg(long, value_name = "POINTS")]
+    pub max_accuracy_drop: Option<f64>,
+    /// Test images to use (default: all).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+/// Overrides shared by `distill` and `compare`.
+#[derive(Debug, Args, Clone)]
+pub struct DistillOverrides {
+    /// Teacher checkpoint (`model.ckpt` of the teacher or auxiliary).
+    #[arg(long, value_name = "CKPT")]
+    pub teacher: Option<PathBuf>,
+    /// Student model preset or path to a model TOML.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub student: Option<String>,
+    /// InDistill curriculum: epochs per conv block, shallow to deep, e.g. `3,4,5`.
+    #[arg(long, value_delimiter = ',', value_name = "E,...")]
+    pub curriculum: Option<Vec<usize>>,
+    /// Main-phase learning-rate schedule as EPOCHS:LR stages, e.g. `60:1e-3,10:1e-4`.
+    #[arg(long, value_name = "E:LR,...")]
+    pub schedule: Option<String>,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DistillArgs {
+    /// Distillation config (TOML). Command-line options override its values.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Method (default: the config's).
+    #[arg(long, value_enum)]
+    pub method: Option<crate::train::distill::Method>,
+    #[command(flatten)]
+    pub overrides: DistillOverrides,
+    /// Seed for weights, shuffling and augmentation.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Run name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Output directory (default runs/<name>/distill-<method>).
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run from its last complete epoch (and curriculum stage).
+    #[arg(long, conflicts_with = "force")]
+    pub resume: bool,
+    /// Start over even if the output directory holds an earlier run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Training budget of InDistill in a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Budget {
+    /// Same total epochs for every method: InDistill's curriculum epochs come out of its
+    /// main phase.
+    Equal,
+    /// InDistill's curriculum is added before the same main phase as the others.
+    Warmup,
+    /// The control: InDistill's main-phase losses without the curriculum, to isolate what
+    /// the layer-wise warm-up itself adds.
+    Control,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Distillation config (TOML) giving data, teacher, student and schedules.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Methods to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [crate::train::distill::Method::None, crate::train::distill::Method::Pkt, crate::train::distill::Method::Kd, crate::train::distill::Method::Indistill])]
+    pub methods: Vec<crate::train::distill::Method>,
+    /// Seeds; every method runs once per seed.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64], value_name = "N,...")]
+    pub seeds: Vec<u64>,
+    /// InDistill budgets to compare.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Budget::Equal, Budget::Warmup, Budget::Control])]
+    pub budgets: Vec<Budget>,
+    #[command(flatten)]
+    pub overrides: DistillOverrides,
+    /// Output directory (default runs/<name>/compare); finished runs in it are reused.
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Precision is measured over the top K retrieved images.
+    #[arg(long, default_value_t = 100, value_name = "K")]
+    pub top_k: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Target: a file stem in targets/ (aarch64, aarch64-musl, armv7, x86_64) or a path to a
+    /// target TOML.
+    #[arg(long, short, value_name = "TARGET")]
+    pub target: String,
+    /// The fp32 student model.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Also ship this int8 model.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub int8: Option<PathBuf>,
+    /// Config whose `[data]` section gives the test split for the shard (default: the
+    /// `config.toml` beside the model).
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test images in the shard.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub shard_size: usize,
+    /// Bundle directory (default dist/<target>).
+    #[arg(long, short, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Latency: timed runs per batch size on the device.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub runs: usize,
+    /// Latency: untimed warm-up runs.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    pub warmup: usize,
+    /// Latency: batch sizes.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8], value_name = "N,...")]
+    pub batches: Vec<usize>,
+    /// Threads of tract's kernels on the device.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub device_threads: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Target name or TOML path (as for `build`).
+    #[arg(long, short, value_name = "TARGET")]
+    pub target: String,
+    /// Where to run: `qemu` (default for cross targets), `local`, or
+    /// `ssh://[user@]host[:port][/remote/dir]` (uses your ssh agent, keys and known_hosts).
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// Bundle directory (default dist/<target>).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: Option<PathBuf>,
+    /// Give up on the runner after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "S")]
+    pub timeout: u64,
+    /// ssh: connection timeout in seconds.
+    #[arg(long, default_value_t = 10, value_name = "S")]
+    pub connect_timeout: u64,
+    /// ssh: extra `-o` options, e.g. `IdentityFile=~/.ssh/board` (repeatable).
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// Timed runs per batch size (default: the bundle's).
+    #[arg(long, value_name = "N")]
+    pub runs: Option<usize>,
+    /// Threads of tract's kernels on the device (default: the bundle's).
+    #[arg(long, value_name = "N")]
+    pub device_threads: Option<usize>,
 }

@@ -377,3 +377,135 @@ mod tests {
         assert_ne!(a.hash(), b.hash());
     }
 }
+
+/// `distill-edge distill`: a student trained from a teacher checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DistillConfig {
+    /// Run name: the default output directory is `runs/<name>/distill-<method>`.
+    pub name: String,
+    /// Seed for weights, shuffling and augmentation.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Dataset.
+    pub data: DataSource,
+    /// The teacher's `model.ckpt` (for InDistill: the auxiliary, of the student's depth).
+    /// Not needed by `method = "none"`.
+    #[serde(default)]
+    pub teacher: Option<PathBuf>,
+    /// Student model preset name or path to a model TOML.
+    pub student: String,
+    /// Start the student from these weights (e.g. an auxiliary from its supervised
+    /// baseline) instead of a fresh initialisation.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// Main-phase schedule, batch size, augmentation, optimizer.
+    pub train: TrainSettings,
+    /// Method and its settings.
+    pub distill: crate::train::distill::DistillSettings,
+}
+
+impl DistillConfig {
+    /// Reads a config file; relative paths are taken relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config: Self = parse_toml(&text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data = config.data.relative_to(base);
+        let rebase = |p: &mut Option<PathBuf>| {
+            if let Some(p) = p
+                && p.is_relative()
+            {
+                *p = base.join(&*p);
+            }
+        };
+        rebase(&mut config.teacher);
+        rebase(&mut config.init);
+        if !crate::model::spec::PRESETS
+            .iter()
+            .any(|(n, _)| *n == config.student)
+            && Path::new(&config.student).is_relative()
+            && base.join(&config.student).is_file()
+        {
+            config.student = base.join(&config.student).to_string_lossy().into_owned();
+        }
+        Ok(config)
+    }
+
+    /// Checks every section.
+    pub fn validate(&self, origin: &str, student_blocks: usize) -> Result<(), ConfigError> {
+        use crate::train::distill::Method;
+        let bad = |field: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            return Err(bad(
+                "name",
+                "expected a non-empty name without path separators".into(),
+            ));
+        }
+        self.train.validate(origin, "train")?;
+        let d = &self.distill;
+        let w = d.weights();
+        if [w.pkt, w.kd, w.ce]
+            .iter()
+            .any(|v| !(v.is_finite() && *v >= 0.0))
+            || w.pkt + w.kd + w.ce <= 0.0
+        {
+            return Err(bad(
+                "distill.weights",
+                "expected non-negative weights, at least one > 0".into(),
+            ));
+        }
+        if !(d.temperature.is_finite() && d.temperature > 0.0) {
+            return Err(bad(
+                "distill.temperature",
+                "expected a positive number".into(),
+            ));
+        }
+        if d.method == Method::Indistill && d.curriculum.len() != student_blocks {
+            return Err(bad(
+                "distill.curriculum",
+                format!(
+                    "expected {student_blocks} entries (epochs per conv block of the student, shallow to deep, e.g. [3, 4, 5]), found {}",
+                    d.curriculum.len()
+                ),
+            ));
+        }
+        if let Some(lr) = d.curriculum_lr
+            && !(lr.is_finite() && lr > 0.0)
+        {
+            return Err(bad(
+                "distill.curriculum-lr",
+                "expected a positive number".into(),
+            ));
+        }
+        let needs_teacher = d.method != Method::None && (w.pkt > 0.0 || w.kd > 0.0)
+            || d.method == Method::Indistill;
+        if needs_teacher && self.teacher.is_none() {
+            return Err(bad(
+                "teacher",
+                format!(
+                    "method '{}' needs a teacher checkpoint (teacher = \"runs/…/model.ckpt\")",
+                    d.method.name()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stable hash of the resolved config.
+    pub fn hash(&self) -> String {
+        sha256_hex(&serde_json::to_vec(self).expect("config serialises"))[..16].to_string()
+    }
+
+    /// The resolved config as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}

@@ -23,6 +23,12 @@ fn main() -> ExitCode {
     let result = std::panic::catch_unwind(|| match &cli.command {
         Command::Train(args) => commands::train::run(args, &cli.global),
         Command::Eval(args) => commands::eval::run(args, &cli.global),
+        Command::Distill(args) => commands::distill::run(args, &cli.global),
+        Command::Compare(args) => commands::distill::compare(args, &cli.global),
+        Command::Export(args) => commands::export::run(args, &cli.global),
+        Command::Check(args) => commands::check::run(args, &cli.global),
+        Command::Build(args) => commands::build::run(args, &cli.global),
+        Command::Bench(args) => commands::bench::run(args, &cli.global),
         Command::Data { command } => commands::data::run(command, &cli.global),
     });
     match result {

@@ -7,15 +7,13 @@ use burn::module::Module;
 use serde::Serialize;
 
 use crate::cli::{EvalArgs, GlobalArgs};
-use crate::data::{self, DataSource};
-use crate::eval::classification::{ConfusionMatrix, argmax_rows};
-use crate::eval::retrieval::{RetrievalMetrics, evaluate_both};
+use crate::data;
+use crate::eval::model::{ModelMetrics, evaluate};
 use crate::fsutil::write_json_atomic;
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;
-use crate::train::batches::{loss_and_accuracy, predict};
-use crate::train::supervised::{CONFIG_FILE, MODEL_FILE, check_fit};
+use crate::train::supervised::{MODEL_FILE, check_fit};
 
 /// Everything `eval` measured.
 #[derive(Debug, Serialize)]
@@ -26,22 +24,15 @@ pub struct EvalReport {
     pub architecture: String,
     /// Dataset kind.
     pub dataset: String,
-    /// Test images.
-    pub test_images: usize,
-    /// Top-1 accuracy on the test split (0..1).
-    pub accuracy: f64,
-    /// Mean cross-entropy on the test split.
-    pub loss: f64,
     /// Trainable parameters.
     pub params: usize,
     /// MACs per image.
     pub macs: u64,
     /// Class names.
     pub classes: Vec<String>,
-    /// Rows = true class, columns = predicted class.
-    pub confusion: ConfusionMatrix,
-    /// Cosine and L2 retrieval metrics (absent with --no-retrieval).
-    pub retrieval: Option<[RetrievalMetrics; 2]>,
+    /// Accuracy, confusion matrix and retrieval (absent with --no-retrieval).
+    #[serde(flatten)]
+    pub metrics: ModelMetrics,
 }
 
 /// Resolves a model argument: a file, or a directory holding `model.ckpt`.
@@ -75,17 +66,11 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let model = ckpt.load_model(&device, &path)?.valid();
     let arch = &ckpt.header.architecture;
 
-    let base: Option<DataSource> = match &args.config {
-        Some(c) => Some(super::data_section(c)?),
-        None => {
-            let beside = path.parent().unwrap_or(Path::new(".")).join(CONFIG_FILE);
-            beside
-                .is_file()
-                .then(|| super::data_section(&beside))
-                .transpose()?
-        }
-    };
-    let source = super::resolve_data(base, &args.data)?;
+    let source = super::data_for_model(
+        path.parent().unwrap_or(Path::new(".")),
+        args.config.as_deref(),
+        &args.data,
+    )?;
     reporter.line(format!("loading {} data", source.name()));
     let splits = data::load(&source)?;
     check_fit(arch, &splits)?;
@@ -96,46 +81,30 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
         arch.spec.name,
         splits.test.len()
     ));
-    let test = predict(&model, &splits.test, norm, args.batch_size, &device);
-    let (loss, accuracy) = loss_and_accuracy(&test.logits, test.classes, &splits.test.labels);
-    let predictions = argmax_rows(&test.logits, test.classes);
-    let confusion = ConfusionMatrix::new(&splits.test.labels, &predictions, test.classes);
-
-    let retrieval = if args.no_retrieval {
-        None
-    } else {
+    if !args.no_retrieval {
         reporter.line(format!(
             "retrieval: {} queries against {} database images ({}-d embedding)",
             splits.test.len(),
             splits.train.len(),
-            test.dim
+            arch.embedding_dim()
         ));
-        let train = predict(&model, &splits.train, norm, args.batch_size, &device);
-        Some(
-            evaluate_both(
-                &train.embeddings,
-                &splits.train.labels,
-                &test.embeddings,
-                &splits.test.labels,
-                test.dim,
-                args.top_k,
-            )
-            .context("retrieval evaluation")?,
-        )
-    };
-
+    }
+    let metrics = evaluate(
+        &model,
+        &splits,
+        norm,
+        args.batch_size,
+        (!args.no_retrieval).then_some(args.top_k),
+    )
+    .context("retrieval evaluation")?;
     let report = EvalReport {
         model: path.clone(),
         architecture: arch.spec.name.clone(),
         dataset: source.name().to_string(),
-        test_images: splits.test.len(),
-        accuracy,
-        loss,
         params: arch.trainable_params(),
         macs: arch.macs(),
         classes: splits.test.classes.clone(),
-        confusion,
-        retrieval,
+        metrics,
     };
     if let Some(out) = &args.output {
         write_json_atomic(out, &report).with_context(|| format!("writing {}", out.display()))?;
@@ -143,11 +112,14 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     if global.json {
         super::print_json(&report)?;
     } else if !global.quiet {
-        println!("\n{}", report.confusion.render(&report.classes));
+        println!("\n{}", report.metrics.confusion.render(&report.classes));
         let mut t = Table::new(["metric", "value"]);
-        t.row(["top-1 accuracy".to_string(), pct(report.accuracy)]);
-        t.row(["cross-entropy".to_string(), format!("{:.4}", report.loss)]);
-        if let Some(r) = &report.retrieval {
+        t.row(["top-1 accuracy".to_string(), pct(report.metrics.accuracy)]);
+        t.row([
+            "cross-entropy".to_string(),
+            format!("{:.4}", report.metrics.loss),
+        ]);
+        if let Some(r) = &report.metrics.retrieval {
             for m in r {
                 let d = format!("{:?}", m.distance).to_lowercase();
                 t.row([format!("mAP ({d})"), pct(m.map)]);

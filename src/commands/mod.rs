@@ -1,7 +1,12 @@
 //! One module per subcommand, each with `pub fn run(args, global) -> anyhow::Result<()>`.
 
+pub mod bench;
+pub mod build;
+pub mod check;
 pub mod data;
+pub mod distill;
 pub mod eval;
+pub mod export;
 pub mod train;
 
 use std::path::Path;
@@ -68,4 +73,20 @@ pub fn data_section(config: &Path) -> Result<DataSource> {
         .map_err(|e| anyhow::anyhow!("{}: [data]: {}", config.display(), e.to_string().trim()))?;
     let base = config.parent().unwrap_or(Path::new("."));
     Ok(parsed.data.relative_to(base))
+}
+
+/// The data source for a model in `dir`: `--config`'s `[data]`, else the `config.toml` saved
+/// beside the model, with `--data`/`--data-path` applied over it.
+pub fn data_for_model(dir: &Path, config: Option<&Path>, args: &DataArgs) -> Result<DataSource> {
+    let base = match config {
+        Some(c) => Some(data_section(c)?),
+        None => {
+            let beside = dir.join(crate::train::supervised::CONFIG_FILE);
+            beside
+                .is_file()
+                .then(|| data_section(&beside))
+                .transpose()?
+        }
+    };
+    resolve_data(base, args)
 }

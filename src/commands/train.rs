@@ -71,6 +71,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             config_hash: &config.hash(),
             dataset: config.data.name(),
             seed: config.seed,
+            kind: "train",
             config_toml: &config_toml,
         },
         TrainOptions {

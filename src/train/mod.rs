@@ -2,7 +2,9 @@
 
 pub mod batches;
 pub mod checkpoint;
+pub mod distill;
 pub mod epoch;
+pub mod losses;
 pub mod supervised;
 
 use std::path::PathBuf;

@@ -5,15 +5,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
-use burn::tensor::Bytes;
+use burn::tensor::{Bytes, Int, Tensor};
 use serde::Serialize;
 
 use super::TrainError;
 use super::batches::{loss_and_accuracy, predict};
 use super::checkpoint::{Checkpoint, CheckpointHeader, EpochRecord, FORMAT};
 use super::epoch::{EpochPlan, StepOutcome, adam, count_correct, run_epoch};
+use super::losses::cross_entropy;
 use crate::config::TrainSettings;
 use crate::data::Splits;
 use crate::data::batch::Normalization;
@@ -74,14 +74,85 @@ pub struct JobIdentity<'a> {
     pub dataset: &'a str,
     /// Run seed.
     pub seed: u64,
+    /// Stage name stored in the checkpoint (`train`, `distill`).
+    pub kind: &'a str,
     /// The resolved config as TOML, saved as `config.toml` once the run is known to proceed.
     pub config_toml: &'a str,
 }
 
-/// Trains `arch` on `splits.train`, evaluating on `splits.test` after every epoch.
+/// What a training run minimises, epoch by epoch.
+pub trait Objective {
+    /// Epochs of the whole run.
+    fn total_epochs(&self) -> usize;
+    /// Phase name and learning rate of 1-based `epoch`.
+    fn phase(&self, epoch: usize) -> (String, f64);
+    /// The loss of one batch for the network being trained, and its logits when the phase
+    /// computes them (for the running accuracy). `x` and `y` live on the autodiff device.
+    fn loss(
+        &self,
+        model: &ConvNet,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        epoch: usize,
+    ) -> (Tensor<1>, Option<Tensor<2>>);
+    /// Re-create the optimizer at the start of every epoch (the InDistill reference does;
+    /// off by default).
+    fn reset_optimizer_each_epoch(&self) -> bool {
+        false
+    }
+}
+
+/// Cross-entropy on the labels with the configured learning-rate stages.
+pub struct CrossEntropy<'a>(pub &'a TrainSettings);
+
+impl Objective for CrossEntropy<'_> {
+    fn total_epochs(&self) -> usize {
+        self.0.total_epochs()
+    }
+    fn phase(&self, epoch: usize) -> (String, f64) {
+        ("supervised".into(), self.0.lr_at(epoch))
+    }
+    fn loss(
+        &self,
+        model: &ConvNet,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        _epoch: usize,
+    ) -> (Tensor<1>, Option<Tensor<2>>) {
+        let logits = model.forward(x);
+        (cross_entropy(logits.clone(), y), Some(logits))
+    }
+}
+
+/// Trains `arch` with cross-entropy on `splits.train`, evaluating on `splits.test` after
+/// every epoch.
 pub fn train(
     arch: &Architecture,
     settings: &TrainSettings,
+    splits: &Splits,
+    job: &JobIdentity<'_>,
+    opts: TrainOptions<'_>,
+) -> Result<TrainReport, TrainError> {
+    fit(
+        arch,
+        settings,
+        &CrossEntropy(settings),
+        None,
+        splits,
+        job,
+        opts,
+    )
+}
+
+/// Trains `arch` on `splits.train` minimising `objective`, evaluating on `splits.test` after
+/// every epoch. `init` (weights to start from) is used on a fresh start, not on resume.
+/// `settings` gives the batch size, augmentation and optimizer; the objective gives the
+/// epochs, phases and learning rates.
+pub fn fit(
+    arch: &Architecture,
+    settings: &TrainSettings,
+    objective: &dyn Objective,
+    init: Option<ConvNet>,
     splits: &Splits,
     job: &JobIdentity<'_>,
     opts: TrainOptions<'_>,
@@ -99,12 +170,15 @@ pub fn train(
 
     let device = runtime::cpu_autodiff();
     device.seed(job.seed);
-    let mut model = ConvNet::new(arch, &device);
+    let mut model = match init {
+        Some(net) => net.to_device(&device).train(),
+        None => ConvNet::new(arch, &device),
+    };
     let mut optim = adam(&settings.adam);
     let norm = Normalization::from_dataset(&splits.train);
     let mut header = CheckpointHeader {
         format: FORMAT,
-        kind: "train".into(),
+        kind: job.kind.into(),
         epochs_done: 0,
         config_hash: job.config_hash.to_string(),
         architecture: arch.clone(),
@@ -150,7 +224,7 @@ pub fn train(
         reporter.line(format!(
             "resuming after epoch {}/{} from {}",
             header.epochs_done,
-            settings.total_epochs(),
+            objective.total_epochs(),
             ckpt_path.display()
         ));
     } else if !opts.force && (ckpt_path.exists() || out.join(MODEL_FILE).exists()) {
@@ -165,10 +239,12 @@ pub fn train(
     let resumed_after = header.epochs_done;
     let norm = header.normalization.clone();
     let eval_device = runtime::cpu();
-    let ce = CrossEntropyLoss::new(None, &device);
-
-    for epoch in header.epochs_done + 1..=settings.total_epochs() {
-        let lr = settings.lr_at(epoch);
+    let total = objective.total_epochs();
+    for epoch in header.epochs_done + 1..=total {
+        let (phase, lr) = objective.phase(epoch);
+        if objective.reset_optimizer_each_epoch() {
+            optim = adam(&settings.adam);
+        }
         let plan = EpochPlan {
             data: &splits.train,
             norm: &norm,
@@ -178,10 +254,9 @@ pub fn train(
             epoch,
             device: &device,
         };
-        let label = format!("epoch {epoch}/{}", settings.total_epochs());
+        let label = format!("epoch {epoch}/{total}");
         let totals = run_epoch(&plan, &label, reporter, |x, y, indices| {
-            let logits = model.forward(x);
-            let loss = ce.forward(logits.clone(), y);
+            let (loss, logits) = objective.loss(&model, x, y, epoch);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return StepOutcome {
@@ -189,12 +264,12 @@ pub fn train(
                     correct: None,
                 };
             }
-            let correct = count_correct(logits.detach(), indices, &splits.train);
+            let correct = logits.map(|l| count_correct(l.detach(), indices, &splits.train));
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model.clone(), grads);
             StepOutcome {
                 loss: value,
-                correct: Some(correct),
+                correct,
             }
         })
         .map_err(|e| {
@@ -222,7 +297,7 @@ pub fn train(
             loss_and_accuracy(&preds.logits, preds.classes, &splits.test.labels);
         let record = EpochRecord {
             epoch,
-            phase: "supervised".into(),
+            phase: phase.clone(),
             lr,
             train_loss: totals.loss,
             train_accuracy: totals.accuracy,
@@ -231,11 +306,12 @@ pub fn train(
             seconds: totals.seconds,
             images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
         };
+        let train_acc = totals
+            .accuracy
+            .map_or(String::new(), |a| format!("  train {:.2}%", 100.0 * a));
         reporter.line(format!(
-            "epoch {epoch:>3}/{}  lr {lr:.0e}  loss {:.4}  train {:.2}%  test loss {test_loss:.4}  test {:.2}%  {:.1}s ({:.0} img/s)",
-            settings.total_epochs(),
+            "epoch {epoch:>3}/{total}  {phase}  lr {lr:.0e}  loss {:.4}{train_acc}  test loss {test_loss:.4}  test {:.2}%  {:.1}s ({:.0} img/s)",
             totals.loss,
-            100.0 * totals.accuracy.unwrap_or(0.0),
             100.0 * test_accuracy,
             totals.seconds,
             record.images_per_second,

@@ -1,0 +1,238 @@
+//! `distill-edge check`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::cli::{CheckArgs, GlobalArgs};
+use crate::data;
+use crate::hostcheck::{EngineReport, LatencyPlan, ModelInfo, check_engines};
+use crate::infer::Engine;
+use crate::infer::tract::TractEngine;
+use crate::progress::Reporter;
+use crate::table::{Table, pct};
+use crate::train::Checkpoint;
+
+/// Everything `check` measured, and whether it passed.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    /// The model and its metadata.
+    pub model: ModelInfo,
+    /// Test images used.
+    pub test_images: usize,
+    /// burn's top-1 from the checkpoint, when given.
+    pub burn_accuracy: Option<f64>,
+    /// Per engine.
+    pub engines: Vec<EngineReport>,
+    /// Threads the engines used.
+    pub threads: usize,
+    /// Every check passed.
+    pub passed: bool,
+    /// Why not.
+    pub failures: Vec<String>,
+}
+
+fn engines_for(args: &CheckArgs, path: &Path, threads: usize) -> Result<Vec<Box<dyn Engine>>> {
+    let wanted: Vec<String> = if args.engines.is_empty() {
+        let mut all = vec!["tract".to_string()];
+        if cfg!(feature = "ort") && ort_available() {
+            all.push("ort".into());
+        }
+        all
+    } else {
+        args.engines.clone()
+    };
+    let mut engines: Vec<Box<dyn Engine>> = Vec::new();
+    for name in wanted {
+        match name.as_str() {
+            "tract" => engines.push(Box::new(TractEngine::load(path)?)),
+            "ort" | "onnxruntime" => engines.push(load_ort(path, threads)?),
+            other => bail!("--engines {other}: unknown engine (expected tract or ort)"),
+        }
+    }
+    Ok(engines)
+}
+
+#[cfg(feature = "ort")]
+fn ort_available() -> bool {
+    crate::infer::ort::available().is_ok()
+}
+#[cfg(not(feature = "ort"))]
+fn ort_available() -> bool {
+    false
+}
+
+#[cfg(feature = "ort")]
+fn load_ort(path: &Path, threads: usize) -> Result<Box<dyn Engine>> {
+    Ok(Box::new(crate::infer::ort::OrtEngine::load(path, threads)?))
+}
+#[cfg(not(feature = "ort"))]
+fn load_ort(_: &Path, _: usize) -> Result<Box<dyn Engine>> {
+    bail!("this build has no ONNX Runtime engine: rebuild with `--features ort`")
+}
+
+/// Validates an ONNX model on the host.
+pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
+    let reporter = Reporter::new(global.quiet);
+    let info = ModelInfo::read(&args.model)?;
+    let threads = global.threads.unwrap_or(1);
+    let engines = engines_for(args, &args.model, threads)?;
+
+    let ckpt = args
+        .checkpoint
+        .as_deref()
+        .map(|p| -> Result<_> {
+            let p = super::eval::model_file(p)?;
+            let c = Checkpoint::read(&p)?;
+            let net = c.load_model(&crate::runtime::cpu(), &p)?;
+            Ok((p, c, net))
+        })
+        .transpose()?;
+    let dir = match (&ckpt, args.model.parent()) {
+        (Some((p, _, _)), _) => p.parent().unwrap_or(Path::new(".")).to_path_buf(),
+        (None, Some(d)) => d.to_path_buf(),
+        (None, None) => ".".into(),
+    };
+    let source = super::data_for_model(&dir, args.config.as_deref(), &args.data)?;
+    let splits = data::load(&source)?;
+    let mut test = splits.test;
+    if let Some(n) = args.limit {
+        let keep: Vec<usize> = (0..n.min(test.len())).collect();
+        test = test.subset(&keep);
+    }
+    let norm = info
+        .normalization
+        .clone()
+        .or_else(|| {
+            ckpt.as_ref()
+                .map(|(_, c, _)| c.header.normalization.clone())
+        })
+        .context("the model has no normalisation metadata: pass --checkpoint")?;
+    if let Some(arch) = &info.architecture
+        && test.shape != arch.input
+    {
+        bail!(
+            "{}: test images are {}, the model expects {}",
+            source.name(),
+            test.shape,
+            arch.input
+        );
+    }
+    let plan = LatencyPlan {
+        batches: args.batches.clone(),
+        warmup: args.warmup,
+        runs: args.runs,
+        min_seconds: 0.0,
+    };
+    let (burn_accuracy, reports) = check_engines(
+        &info,
+        &engines,
+        ckpt.as_ref().map(|(_, _, n)| n),
+        &test,
+        &norm,
+        &plan,
+        &reporter,
+    )?;
+
+    let mut failures = Vec::new();
+    for r in &reports {
+        if let Some(p) = &r.parity
+            && !p.ok
+        {
+            failures.push(format!(
+                "{} vs {}: parity failed: {}",
+                r.engine,
+                r.parity_reference.as_deref().unwrap_or("?"),
+                p.problem.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if let Some(max_drop) = args.max_accuracy_drop {
+        let Some(reference) = burn_accuracy else {
+            bail!("--max-accuracy-drop needs --checkpoint (the accuracy to compare with)");
+        };
+        for r in &reports {
+            let drop = 100.0 * (reference - r.accuracy);
+            if drop > max_drop {
+                failures.push(format!(
+                    "{}: top-1 {} is {drop:.2} points below burn's {} (budget {max_drop})",
+                    r.engine,
+                    pct(r.accuracy),
+                    pct(reference)
+                ));
+            }
+        }
+    }
+    let report = CheckReport {
+        model: info,
+        test_images: test.len(),
+        burn_accuracy,
+        engines: reports,
+        threads,
+        passed: failures.is_empty(),
+        failures,
+    };
+    if global.json {
+        super::print_json(&report)?;
+    } else if !global.quiet {
+        print_human(&report);
+    }
+    if !report.passed {
+        bail!("check failed: {}", report.failures.join("; "));
+    }
+    Ok(())
+}
+
+fn print_human(r: &CheckReport) {
+    let mut t = Table::new(["engine", "top-1", "max |diff|", "vs", "parity"]);
+    if let Some(a) = r.burn_accuracy {
+        t.row([
+            "burn".to_string(),
+            pct(a),
+            String::new(),
+            String::new(),
+            String::new(),
+        ]);
+    }
+    for e in &r.engines {
+        let (diff, vs, ok) = match &e.parity {
+            Some(p) => (
+                format!("{:.2e}", p.max_abs),
+                e.parity_reference.clone().unwrap_or_default(),
+                if p.ok { "ok" } else { "FAIL" }.to_string(),
+            ),
+            None => (String::new(), "(reference)".into(), String::new()),
+        };
+        t.row([e.engine.clone(), pct(e.accuracy), diff, vs, ok]);
+    }
+    println!("{}", t.render());
+    let mut l = Table::new([
+        "engine", "batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms",
+    ]);
+    for e in &r.engines {
+        for at in &e.latency {
+            let s = &at.stats;
+            l.row([
+                e.engine.clone(),
+                at.batch.to_string(),
+                s.runs.to_string(),
+                format!("{:.3}", s.min_ms),
+                format!("{:.3}", s.p50_ms),
+                format!("{:.3}", s.p90_ms),
+                format!("{:.3}", s.p99_ms),
+                format!("{:.3}", s.max_ms),
+            ]);
+        }
+    }
+    println!("{}", l.render());
+    println!(
+        "{}: {} bytes, {} parameters, {} MACs/image{}, {} threads",
+        r.model.path.display(),
+        r.model.bytes,
+        r.model.parameters,
+        r.model.macs.map_or("?".into(), |m| m.to_string()),
+        if r.model.quantized { ", int8 QDQ" } else { "" },
+        r.threads
+    );
+}

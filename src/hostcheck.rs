@@ -1,0 +1,250 @@
+//! Host validation of an exported model: accuracy per engine, output parity between burn,
+//! tract and ONNX Runtime, latency percentiles at fixed batch sizes, size, params, MACs.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::data::Dataset;
+use crate::data::batch::{Normalization, fill_batch};
+use crate::eval::classification::argmax_rows;
+use crate::eval::latency::LatencyStats;
+use crate::infer::parity::{Parity, Tolerance, compare};
+use crate::infer::{Batch, Engine, InferError};
+use crate::model::{Architecture, ConvNet};
+use crate::onnx::proto;
+use crate::progress::Reporter;
+
+/// What a model file says about itself (from its metadata).
+#[derive(Clone, Debug, Serialize)]
+pub struct ModelInfo {
+    /// Path.
+    pub path: PathBuf,
+    /// File size, bytes.
+    pub bytes: u64,
+    /// Parameters in initializers (int8 weights count once).
+    pub parameters: usize,
+    /// Architecture, when the metadata has it (MACs come from it).
+    pub architecture: Option<Architecture>,
+    /// Normalisation from the metadata.
+    pub normalization: Option<Normalization>,
+    /// MACs per image.
+    pub macs: Option<u64>,
+    /// int8 QDQ model.
+    pub quantized: bool,
+    /// Dataset kind the model was trained on.
+    pub dataset: Option<String>,
+}
+
+impl ModelInfo {
+    /// Reads a model file's metadata.
+    pub fn read(path: &Path) -> Result<Self, InferError> {
+        let bytes = std::fs::read(path).map_err(|e| InferError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let model = proto::decode(&bytes).map_err(|e| InferError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let meta = proto::metadata(&model);
+        let get = |k: &str| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let architecture: Option<Architecture> =
+            get("architecture").and_then(|v| serde_json::from_str(&v).ok());
+        let normalization = match (get("normalization_mean"), get("normalization_std")) {
+            (Some(m), Some(s)) => serde_json::from_str(&m)
+                .ok()
+                .zip(serde_json::from_str(&s).ok())
+                .map(|(mean, std)| Normalization { mean, std }),
+            _ => None,
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes: bytes.len() as u64,
+            parameters: proto::parameter_count(&model),
+            macs: architecture.as_ref().map(Architecture::macs),
+            architecture,
+            normalization,
+            quantized: get("quantization").is_some(),
+            dataset: get("dataset"),
+        })
+    }
+}
+
+/// Results of one engine.
+#[derive(Clone, Debug, Serialize)]
+pub struct EngineReport {
+    /// `tract` or `onnxruntime`.
+    pub engine: String,
+    /// Top-1 on the test split (0..1).
+    pub accuracy: f64,
+    /// Logits compared with the reference (burn when a checkpoint is given, else tract).
+    pub parity: Option<Parity>,
+    /// What `parity` compares against.
+    pub parity_reference: Option<String>,
+    /// Latency per batch size.
+    pub latency: Vec<LatencyAt>,
+}
+
+/// Latency of one batch size.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyAt {
+    /// Images per run.
+    pub batch: usize,
+    /// Percentiles, milliseconds per run.
+    pub stats: LatencyStats,
+}
+
+/// How to measure latency.
+#[derive(Clone, Debug)]
+pub struct LatencyPlan {
+    /// Batch sizes.
+    pub batches: Vec<usize>,
+    /// Untimed runs first.
+    pub warmup: usize,
+    /// Timed runs (at least).
+    pub runs: usize,
+    /// Keep running until this many seconds have passed (0 = just `runs`).
+    pub min_seconds: f64,
+}
+
+/// Every image of `ds` normalised, `[n, c, h, w]`.
+pub fn normalised(ds: &Dataset, norm: &Normalization) -> Vec<f32> {
+    let all: Vec<usize> = (0..ds.len()).collect();
+    let mut out = Vec::new();
+    fill_batch(ds, &all, norm, None, &mut out);
+    out
+}
+
+/// Logits of every test image with `engine`, in batches of `batch`.
+pub fn engine_logits(
+    engine: &dyn Engine,
+    images: &[f32],
+    shape: [usize; 3],
+    batch: usize,
+) -> Result<(Vec<f32>, usize), InferError> {
+    let per = shape.iter().product::<usize>();
+    let n = images.len() / per;
+    let mut logits = Vec::new();
+    let mut classes = 0;
+    for start in (0..n).step_by(batch.max(1)) {
+        let b = batch.min(n - start);
+        let out = engine.run(Batch {
+            data: &images[start * per..(start + b) * per],
+            shape: [b, shape[0], shape[1], shape[2]],
+        })?;
+        classes = out.classes;
+        logits.extend(out.logits);
+    }
+    Ok((logits, classes))
+}
+
+/// Latency percentiles of `engine` at each batch size of `plan` (inputs from `images`,
+/// repeated if the split is smaller than the batch).
+pub fn measure_latency(
+    engine: &dyn Engine,
+    images: &[f32],
+    shape: [usize; 3],
+    plan: &LatencyPlan,
+) -> Result<Vec<LatencyAt>, InferError> {
+    let per = shape.iter().product::<usize>();
+    let mut out = Vec::new();
+    for &b in &plan.batches {
+        let data: Vec<f32> = images.iter().copied().cycle().take(b * per).collect();
+        let batch = Batch {
+            data: &data,
+            shape: [b, shape[0], shape[1], shape[2]],
+        };
+        for _ in 0..plan.warmup {
+            engine.run(batch)?;
+        }
+        let mut samples = Vec::with_capacity(plan.runs);
+        let started = Instant::now();
+        while samples.len() < plan.runs.max(1) || started.elapsed().as_secs_f64() < plan.min_seconds
+        {
+            let t = Instant::now();
+            engine.run(batch)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        out.push(LatencyAt {
+            batch: b,
+            stats: LatencyStats::from_samples(&samples).expect("at least one sample"),
+        });
+    }
+    Ok(out)
+}
+
+/// Checks `engines` on the test split; `burn` = the trained network, for parity.
+pub fn check_engines(
+    info: &ModelInfo,
+    engines: &[Box<dyn Engine>],
+    burn: Option<&ConvNet>,
+    test: &Dataset,
+    norm: &Normalization,
+    plan: &LatencyPlan,
+    reporter: &Reporter,
+) -> Result<(Option<f64>, Vec<EngineReport>), InferError> {
+    let s = test.shape;
+    let shape = [s.channels, s.height, s.width];
+    let images = normalised(test, norm);
+    let accuracy = |logits: &[f32], classes: usize| {
+        let pred = argmax_rows(logits, classes);
+        pred.iter()
+            .zip(&test.labels)
+            .filter(|(p, l)| **p == **l as usize)
+            .count() as f64
+            / test.len().max(1) as f64
+    };
+    let burn_logits = burn.map(|net| {
+        reporter.line("burn: forward pass on the test split");
+        let mut all = Vec::new();
+        let per = shape.iter().product::<usize>();
+        for chunk in images.chunks(500 * per) {
+            let (l, _) = crate::onnx::export::burn_logits(
+                net,
+                chunk,
+                [chunk.len() / per, shape[0], shape[1], shape[2]],
+            );
+            all.extend(l);
+        }
+        all
+    });
+    let classes = info.architecture.as_ref().map_or(0, |a| a.classes);
+    let burn_accuracy = burn_logits.as_ref().map(|l| accuracy(l, classes));
+    let tolerance = if info.quantized {
+        Tolerance::Quantized
+    } else {
+        Tolerance::Approximate
+    };
+    let mut reports: Vec<EngineReport> = Vec::new();
+    let mut reference: Option<(String, Vec<f32>)> = burn_logits
+        .filter(|_| !info.quantized)
+        .map(|l| ("burn".to_string(), l));
+    for engine in engines {
+        reporter.line(format!(
+            "{}: accuracy on {} test images",
+            engine.name(),
+            test.len()
+        ));
+        let (logits, classes) = engine_logits(engine.as_ref(), &images, shape, 250)?;
+        let acc = accuracy(&logits, classes);
+        let (parity, parity_reference) = match &reference {
+            Some((name, r)) => (Some(compare(&logits, r, tolerance)), Some(name.clone())),
+            None => {
+                reference = Some((engine.name().to_string(), logits.clone()));
+                (None, None)
+            }
+        };
+        reporter.line(format!("{}: latency", engine.name()));
+        let latency = measure_latency(engine.as_ref(), &images, shape, plan)?;
+        reports.push(EngineReport {
+            engine: engine.name().to_string(),
+            accuracy: acc,
+            parity,
+            parity_reference,
+            latency,
+        });
+    }
+    Ok((burn_accuracy, reports))
+}

@@ -1,0 +1,6 @@
+//! ONNX: export from the trained burn module, protobuf editing, BN folding, int8 QDQ.
+
+pub mod export;
+pub mod fold;
+pub mod proto;
+pub mod qdq;

@@ -1,0 +1,198 @@
+//! Bundles: the directory shipped to a board (runner, models, test shard, host reference
+//! outputs, manifest with SHA-256 of every file). Written to a temporary sibling directory and
+//! swapped in only when complete, so a failed build keeps the previous bundle.
+
+use std::path::{Path, PathBuf};
+
+use super::TargetSpec;
+use crate::data::Dataset;
+use crate::data::batch::{Normalization, fill_batch};
+use crate::fsutil::{sha256_file, sha256_hex};
+use crate::infer::Batch;
+use crate::infer::tract::TractEngine;
+use crate::runner_schema::{
+    BenchSettings, FORMAT, FileEntry, HostReference, MANIFEST, Manifest, ModelEntry, SHARD_BATCH,
+    Shard, f32_le_bytes,
+};
+
+/// Errors writing a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// File system failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// tract could not run a model on the shard.
+    #[error(transparent)]
+    Infer(#[from] crate::infer::InferError),
+    /// Inputs that do not fit together.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
+    move |source| BundleError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The first `n` test images (normalised) and labels as a shard.
+pub fn make_shard(test: &Dataset, norm: &Normalization, n: usize) -> Shard {
+    let picks: Vec<usize> = (0..n.min(test.len())).collect();
+    let mut images = Vec::new();
+    fill_batch(test, &picks, norm, None, &mut images);
+    Shard {
+        shape: [test.shape.channels, test.shape.height, test.shape.width],
+        classes: test.classes.len(),
+        labels: picks.iter().map(|&i| test.labels[i]).collect(),
+        images,
+    }
+}
+
+/// Logits of `engine` on the shard, in batches of [`SHARD_BATCH`] as the runner does.
+pub fn shard_logits(engine: &TractEngine, shard: &Shard) -> Result<Vec<f32>, BundleError> {
+    let per: usize = shard.shape.iter().product();
+    let n = shard.labels.len();
+    let mut all = Vec::new();
+    for start in (0..n).step_by(SHARD_BATCH) {
+        let b = SHARD_BATCH.min(n - start);
+        let raw = engine.run_raw(Batch {
+            data: &shard.images[start * per..(start + b) * per],
+            shape: [b, shard.shape[0], shard.shape[1], shard.shape[2]],
+        })?;
+        all.extend(raw.into_iter().next().map(|(_, v)| v).unwrap_or_default());
+    }
+    Ok(all)
+}
+
+/// Correct top-1 predictions of `logits` on the shard.
+pub fn correct(logits: &[f32], shard: &Shard) -> usize {
+    crate::eval::classification::argmax_rows(logits, shard.classes)
+        .iter()
+        .zip(&shard.labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count()
+}
+
+/// What goes into a bundle.
+pub struct BundleInputs<'a> {
+    /// Board class.
+    pub target: &'a TargetSpec,
+    /// Cross-built runner binary.
+    pub runner: &'a Path,
+    /// (name, ONNX file): `fp32` and optionally `int8`.
+    pub models: Vec<(String, PathBuf)>,
+    /// Test shard.
+    pub shard: &'a Shard,
+    /// Latency settings for the runner.
+    pub bench: BenchSettings,
+}
+
+/// Writes the bundle into `dir` (replacing an earlier one only once complete).
+pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> {
+    let name = dir
+        .file_name()
+        .ok_or_else(|| BundleError::Invalid(format!("{}: not a directory name", dir.display())))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let result = fill(&tmp, inputs);
+    let manifest = match result {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+    };
+    // Swap: the old bundle is removed only after the new one is in place.
+    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::rename(dir, &old).map_err(io(dir))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(io(dir))?;
+    if old.exists() {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    Ok(manifest)
+}
+
+fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> {
+    let mut files = Vec::new();
+    let mut add = |file: &str| -> Result<(), BundleError> {
+        let p = tmp.join(file);
+        files.push(FileEntry {
+            path: file.to_string(),
+            sha256: sha256_file(&p).map_err(io(&p))?,
+            bytes: std::fs::metadata(&p).map_err(io(&p))?.len(),
+        });
+        Ok(())
+    };
+    let runner = tmp.join("distill-edge-runner");
+    std::fs::copy(inputs.runner, &runner).map_err(io(inputs.runner))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755))
+            .map_err(io(&runner))?;
+    }
+    add("distill-edge-runner")?;
+    let shard_file = "shard.bin";
+    std::fs::write(tmp.join(shard_file), inputs.shard.to_bytes()).map_err(io(tmp))?;
+    add(shard_file)?;
+    let mut models = Vec::new();
+    let mut host = Vec::new();
+    for (name, src) in &inputs.models {
+        let file = format!("student-{name}.onnx");
+        std::fs::copy(src, tmp.join(&file)).map_err(io(src))?;
+        add(&file)?;
+        let engine = TractEngine::load(&tmp.join(&file))?;
+        let [c, h, w] = engine.input_shape();
+        if [c, h, w] != inputs.shard.shape {
+            return Err(BundleError::Invalid(format!(
+                "{}: the model expects {c}x{h}x{w} inputs, the shard holds {:?}",
+                src.display(),
+                inputs.shard.shape
+            )));
+        }
+        let logits = shard_logits(&engine, inputs.shard)?;
+        let bytes = f32_le_bytes(&logits);
+        let reference = format!("reference-{name}.bin");
+        std::fs::write(tmp.join(&reference), &bytes).map_err(io(tmp))?;
+        add(&reference)?;
+        host.push(HostReference {
+            model: name.clone(),
+            correct: correct(&logits, inputs.shard),
+            images: inputs.shard.labels.len(),
+            outputs_sha256: sha256_hex(&bytes),
+            outputs_file: reference,
+        });
+        models.push(ModelEntry {
+            name: name.clone(),
+            file,
+        });
+    }
+    let manifest = Manifest {
+        format: FORMAT,
+        target: inputs.target.name.clone(),
+        triple: inputs.target.triple.clone(),
+        distill_edge_version: env!("CARGO_PKG_VERSION").into(),
+        files,
+        models,
+        shard: shard_file.into(),
+        host,
+        bench: inputs.bench.clone(),
+    };
+    crate::fsutil::write_json_atomic(&tmp.join(MANIFEST), &manifest).map_err(io(tmp))?;
+    Ok(manifest)
+}

@@ -1,0 +1,182 @@
+//! Cross-compiling the on-device runner with cargo and the target's linker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{TargetSpec, source_root};
+
+/// Why the runner could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum CrossError {
+    /// A tool is missing: says which and how to install it.
+    #[error("{tool} not found: {hint}")]
+    MissingTool {
+        /// Tool or component.
+        tool: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// cargo failed.
+    #[error("cross build for {triple} failed: {tail}")]
+    Build {
+        /// Target triple.
+        triple: String,
+        /// Last lines of cargo's output.
+        tail: String,
+    },
+    /// The sources of the runner are not where this binary was built.
+    #[error(
+        "{0}: the runner's sources are not here; run from a distill-edge checkout or set DISTILL_EDGE_SOURCE"
+    )]
+    NoSource(PathBuf),
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+}
+
+/// Checks that the rustup target, linker and C tools are installed.
+pub fn check_toolchain(target: &TargetSpec) -> Result<(), CrossError> {
+    if !target.is_host() && on_path("rustup") {
+        let out = Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .map_err(|e| CrossError::MissingTool {
+                tool: "rustup".into(),
+                hint: e.to_string(),
+            })?;
+        let installed = String::from_utf8_lossy(&out.stdout);
+        if !installed.lines().any(|l| l.trim() == target.triple) {
+            return Err(CrossError::MissingTool {
+                tool: format!("rust target {}", target.triple),
+                hint: format!(
+                    "rustup target add {} (scripts/setup.sh does)",
+                    target.triple
+                ),
+            });
+        }
+    }
+    for tool in [&target.linker, &target.cc, &target.ar]
+        .into_iter()
+        .flatten()
+    {
+        if !on_path(tool) {
+            return Err(CrossError::MissingTool {
+                tool: tool.clone(),
+                hint: target.install_hint(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Where cross builds go: `CARGO_TARGET_DIR`, else `~/.cache/distill-edge/target`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/distill-edge/target"))
+        })
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+/// The cargo command that builds the runner for `target` (profile `runner`: fat LTO,
+/// one codegen unit, panic=abort, stripped).
+pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root)
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "runner",
+            "-p",
+            "distill-edge-runner",
+            "--target",
+            &target.triple,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir());
+    let upper = target.triple.to_uppercase().replace('-', "_");
+    let lower = target.triple.replace('-', "_");
+    if let Some(l) = &target.linker {
+        cmd.env(format!("CARGO_TARGET_{upper}_LINKER"), l);
+    }
+    if let Some(cc) = &target.cc {
+        cmd.env(format!("CC_{lower}"), cc);
+    }
+    if let Some(ar) = &target.ar {
+        cmd.env(format!("AR_{lower}"), ar);
+    }
+    cmd
+}
+
+/// Builds the runner for `target` and returns the binary's path.
+pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
+    check_toolchain(target)?;
+    let root = source_root();
+    if !root.join("runner").join("Cargo.toml").is_file() {
+        return Err(CrossError::NoSource(root));
+    }
+    let out = cargo_command(target, &root)
+        .output()
+        .map_err(|e| CrossError::MissingTool {
+            tool: "cargo".into(),
+            hint: e.to_string(),
+        })?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(4)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(CrossError::Build {
+            triple: target.triple.clone(),
+            tail: tail.join(" | "),
+        });
+    }
+    Ok(target_dir()
+        .join(&target.triple)
+        .join("runner")
+        .join("distill-edge-runner"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_linker_names_the_package_to_install() {
+        let mut t = TargetSpec::resolve("aarch64").unwrap();
+        t.linker = Some("no-such-linker-gcc".into());
+        t.triple = super::super::host_triple().into(); // skip the rustup check
+        let e = check_toolchain(&t).unwrap_err().to_string();
+        assert!(e.starts_with("no-such-linker-gcc not found"), "{e}");
+        assert!(e.contains("apt-get install gcc-aarch64-linux-gnu"), "{e}");
+    }
+
+    #[test]
+    fn cargo_gets_the_linker_and_c_tools_of_the_triple() {
+        let t = TargetSpec::resolve("aarch64-musl").unwrap();
+        let cmd = cargo_command(&t, Path::new("."));
+        let envs: Vec<(String, String)> = cmd
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))
+            .collect();
+        let has = |k: &str, v: &str| envs.iter().any(|(a, b)| a == k && b == v);
+        assert!(has(
+            "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER",
+            "aarch64-linux-gnu-gcc"
+        ));
+        assert!(has(
+            "CC_aarch64_unknown_linux_musl",
+            "aarch64-linux-gnu-gcc"
+        ));
+        assert!(has("AR_aarch64_unknown_linux_musl", "aarch64-linux-gnu-ar"));
+    }
+}

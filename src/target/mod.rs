@@ -1,0 +1,174 @@
+//! Targets (board classes, `targets/*.toml`), the cross build of the runner, and bundles.
+
+pub mod bundle;
+pub mod cross;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, parse_toml};
+
+/// Budgets of a board class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Budget {
+    /// Batch-1 p50 latency (ms) expected on a real board; not checked under emulation.
+    pub latency_p50_ms: f64,
+    /// Largest top-1 drop (points) of an int8 model against fp32 on the shard.
+    #[serde(default = "default_drop")]
+    pub max_accuracy_drop: f64,
+}
+
+fn default_drop() -> f64 {
+    1.0
+}
+
+/// One board class: how to build for it and how to run there.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TargetSpec {
+    /// Short name (the file stem).
+    pub name: String,
+    /// One line for humans.
+    #[serde(default)]
+    pub description: String,
+    /// Rust target triple.
+    pub triple: String,
+    /// Linker for the triple (absent: the host's default).
+    #[serde(default)]
+    pub linker: Option<String>,
+    /// C compiler for crates that build C or assembly (tract-linalg).
+    #[serde(default)]
+    pub cc: Option<String>,
+    /// Archiver for the same.
+    #[serde(default)]
+    pub ar: Option<String>,
+    /// Command prefix that runs a target binary here (qemu-user with its sysroot).
+    #[serde(default)]
+    pub emulator: Vec<String>,
+    /// Environment for the runner under emulation (e.g. tract CPU-feature overrides).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Debian packages providing the linker/emulator, for install hints.
+    #[serde(default)]
+    pub apt: Vec<String>,
+    /// Budgets.
+    pub budget: Budget,
+}
+
+/// The `targets/` directory of this checkout (compiled-in path; `DISTILL_EDGE_SOURCE`
+/// overrides the checkout root).
+pub fn source_root() -> PathBuf {
+    std::env::var_os("DISTILL_EDGE_SOURCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+impl TargetSpec {
+    /// A target by file stem (`targets/<name>.toml` in the current directory, then in the
+    /// checkout) or by path to a TOML file.
+    pub fn resolve(name_or_path: &str) -> Result<Self, ConfigError> {
+        let as_path = Path::new(name_or_path);
+        let candidates = if name_or_path.ends_with(".toml") || as_path.components().count() > 1 {
+            vec![as_path.to_path_buf()]
+        } else {
+            vec![
+                Path::new("targets").join(format!("{name_or_path}.toml")),
+                source_root()
+                    .join("targets")
+                    .join(format!("{name_or_path}.toml")),
+            ]
+        };
+        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+            return Err(ConfigError::Invalid {
+                origin: "--target".into(),
+                field: name_or_path.into(),
+                message: format!(
+                    "no such target; expected one of {} or a path to a target TOML",
+                    Self::available().join(", ")
+                ),
+            });
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        parse_toml(&text, path)
+    }
+
+    /// Names of the targets in the checkout's `targets/`.
+    pub fn available() -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(source_root().join("targets"))
+            .map(|rd| {
+                rd.filter_map(|e| {
+                    let p = e.ok()?.path();
+                    if p.extension()? != "toml" {
+                        return None;
+                    }
+                    Some(p.file_stem()?.to_string_lossy().into_owned())
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Whether binaries for this target run natively here.
+    pub fn is_host(&self) -> bool {
+        self.triple == host_triple()
+    }
+
+    /// `apt-get install …` hint for this target's packages.
+    pub fn install_hint(&self) -> String {
+        if self.apt.is_empty() {
+            "scripts/setup.sh installs the cross tools".into()
+        } else {
+            format!(
+                "apt-get install {} (scripts/setup.sh does)",
+                self.apt.join(" ")
+            )
+        }
+    }
+}
+
+/// The triple this binary was built for.
+pub fn host_triple() -> &'static str {
+    match (std::env::consts::ARCH, std::env::consts::OS) {
+        ("x86_64", "linux") => "x86_64-unknown-linux-gnu",
+        ("aarch64", "linux") => "aarch64-unknown-linux-gnu",
+        _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_target_parses() {
+        let names = TargetSpec::available();
+        for want in ["aarch64", "aarch64-musl", "armv7", "x86_64"] {
+            assert!(names.iter().any(|n| n == want), "{names:?}");
+            let t = TargetSpec::resolve(want).unwrap();
+            assert_eq!(t.name, want);
+        }
+        assert!(TargetSpec::resolve("x86_64").unwrap().is_host());
+        let armv7 = TargetSpec::resolve("armv7").unwrap();
+        assert_eq!(
+            armv7.env.get("TRACT_CPU_ARM32_NEON").map(String::as_str),
+            Some("true")
+        );
+    }
+
+    #[test]
+    fn unknown_target_lists_the_known_ones() {
+        let e = TargetSpec::resolve("riscv-toaster")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("aarch64") && e.contains("riscv-toaster"), "{e}");
+    }
+}

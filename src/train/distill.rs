@@ -1,0 +1,463 @@
+//! Distillation objectives: InDistill (prune-aligned, curriculum-scheduled intermediate
+//! layers, then the main phase), PKT-only, Hinton KD, and the student alone.
+
+use burn::module::Module;
+use burn::tensor::{Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::losses::{PktKernel, cross_entropy, kd, mse, pkt};
+use super::supervised::Objective;
+use crate::config::TrainSettings;
+use crate::model::ConvNet;
+use crate::prune::PrunedTeacher;
+
+/// Distillation method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// InDistill: curriculum of pruned-teacher layers (MSE), then the main losses.
+    Indistill,
+    /// PKT on the embedding only (the head is never trained: judge it by retrieval).
+    Pkt,
+    /// Hinton KD on the logits (with a little cross-entropy).
+    Kd,
+    /// The student alone, cross-entropy on the labels.
+    None,
+}
+
+impl Method {
+    /// Main-phase loss weights used when the config gives none.
+    pub fn default_weights(self) -> LossWeights {
+        match self {
+            Method::Indistill => LossWeights {
+                pkt: 1.0,
+                kd: 0.9,
+                ce: 0.1,
+            },
+            Method::Pkt => LossWeights {
+                pkt: 1.0,
+                kd: 0.0,
+                ce: 0.0,
+            },
+            Method::Kd => LossWeights {
+                pkt: 0.0,
+                kd: 0.9,
+                ce: 0.1,
+            },
+            Method::None => LossWeights {
+                pkt: 0.0,
+                kd: 0.0,
+                ce: 1.0,
+            },
+        }
+    }
+
+    /// The name used in configs and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Indistill => "indistill",
+            Method::Pkt => "pkt",
+            Method::Kd => "kd",
+            Method::None => "none",
+        }
+    }
+}
+
+/// Weights of the main-phase losses.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LossWeights {
+    /// PKT on the embedding.
+    #[serde(default)]
+    pub pkt: f32,
+    /// Hinton KD on the logits.
+    #[serde(default)]
+    pub kd: f32,
+    /// Cross-entropy on the labels.
+    #[serde(default)]
+    pub ce: f32,
+}
+
+impl LossWeights {
+    /// Whether the classifier head receives a training signal.
+    pub fn trains_head(&self) -> bool {
+        self.kd > 0.0 || self.ce > 0.0
+    }
+}
+
+/// The `[distill]` section.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DistillSettings {
+    /// Method.
+    pub method: Method,
+    /// InDistill: epochs per conv block, shallow to deep (reference: 3, 4, 5). Ignored by
+    /// the other methods.
+    #[serde(default)]
+    pub curriculum: Vec<usize>,
+    /// Learning rate of the curriculum epochs (default: the main schedule's first rate).
+    #[serde(default)]
+    pub curriculum_lr: Option<f64>,
+    /// Main-phase loss weights (default: the method's, see `Method::default_weights`).
+    #[serde(default)]
+    pub weights: Option<LossWeights>,
+    /// Hinton KD temperature.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    /// PKT kernel.
+    #[serde(default)]
+    pub kernel: PktKernel,
+    /// Re-create Adam every epoch, as the reference code does (off: state is kept).
+    #[serde(default)]
+    pub reset_optimizer_each_epoch: bool,
+}
+
+fn default_temperature() -> f32 {
+    4.0
+}
+
+impl DistillSettings {
+    /// Main-phase weights in effect.
+    pub fn weights(&self) -> LossWeights {
+        self.weights
+            .clone()
+            .unwrap_or_else(|| self.method.default_weights())
+    }
+
+    /// Curriculum epochs in effect (only InDistill has a curriculum).
+    pub fn curriculum_epochs(&self) -> &[usize] {
+        match self.method {
+            Method::Indistill => &self.curriculum,
+            _ => &[],
+        }
+    }
+}
+
+/// The objective of one distillation run.
+pub struct Distillation<'a> {
+    /// Settings.
+    pub settings: &'a DistillSettings,
+    /// Main-phase schedule.
+    pub main: &'a TrainSettings,
+    /// The teacher whose embedding/logits are matched (eval mode, plain device).
+    pub teacher: Option<&'a ConvNet>,
+    /// Its pruned view (InDistill only).
+    pub pruned: Option<&'a PrunedTeacher>,
+}
+
+/// Where an epoch sits in a distillation run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Curriculum epoch aligning conv block `k`.
+    Curriculum(usize),
+    /// Main phase, 1-based epoch within it.
+    Main(usize),
+}
+
+impl Distillation<'_> {
+    /// Stage of 1-based `epoch`.
+    pub fn stage(&self, epoch: usize) -> Stage {
+        let mut end = 0;
+        for (k, &e) in self.settings.curriculum_epochs().iter().enumerate() {
+            end += e;
+            if epoch <= end {
+                return Stage::Curriculum(k);
+            }
+        }
+        Stage::Main(epoch - end)
+    }
+
+    fn teacher_outputs(&self, x: &Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let teacher = self.teacher.expect("a teacher for a distillation loss");
+        let (logits, embedding) = teacher.forward_with_embedding(x.clone().inner());
+        (logits.autodiff(), embedding.autodiff())
+    }
+}
+
+impl Objective for Distillation<'_> {
+    fn total_epochs(&self) -> usize {
+        self.settings.curriculum_epochs().iter().sum::<usize>() + self.main.total_epochs()
+    }
+
+    fn phase(&self, epoch: usize) -> (String, f64) {
+        match self.stage(epoch) {
+            Stage::Curriculum(k) => (
+                format!("curriculum:block{k}"),
+                self.settings
+                    .curriculum_lr
+                    .unwrap_or_else(|| self.main.lr_at(1)),
+            ),
+            Stage::Main(e) => (
+                format!("main:{}", self.settings.method.name()),
+                self.main.lr_at(e),
+            ),
+        }
+    }
+
+    fn loss(
+        &self,
+        model: &ConvNet,
+        x: Tensor<4>,
+        y: Tensor<1, Int>,
+        epoch: usize,
+    ) -> (Tensor<1>, Option<Tensor<2>>) {
+        match self.stage(epoch) {
+            Stage::Curriculum(k) => {
+                let pruned = self.pruned.expect("InDistill has a pruned teacher");
+                let target = pruned.target(x.clone().inner(), k).autodiff();
+                (mse(model.forward_until(x, k + 1), target), None)
+            }
+            Stage::Main(_) => {
+                let w = self.settings.weights();
+                let (logits, embedding) = model.forward_with_embedding(x.clone());
+                let mut total: Option<Tensor<1>> = None;
+                let mut add = |t: Tensor<1>| {
+                    total = Some(match total.take() {
+                        Some(s) => s + t,
+                        None => t,
+                    });
+                };
+                if w.pkt > 0.0 || w.kd > 0.0 {
+                    let (t_logits, t_emb) = self.teacher_outputs(&x);
+                    if w.pkt > 0.0 {
+                        add(pkt(embedding, t_emb, self.settings.kernel).mul_scalar(w.pkt));
+                    }
+                    if w.kd > 0.0 {
+                        add(kd(logits.clone(), t_logits, self.settings.temperature)
+                            .mul_scalar(w.kd));
+                    }
+                }
+                if w.ce > 0.0 {
+                    add(cross_entropy(logits.clone(), y).mul_scalar(w.ce));
+                }
+                let loss = total.expect("validated: at least one main-phase loss has weight > 0");
+                (loss, w.trains_head().then_some(logits))
+            }
+        }
+    }
+
+    fn reset_optimizer_each_epoch(&self) -> bool {
+        self.settings.reset_optimizer_each_epoch
+    }
+}
+
+/// Errors setting up a distillation run.
+#[derive(Debug, thiserror::Error)]
+pub enum DistillError {
+    /// Reading a checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] super::CheckpointError),
+    /// The student spec is unusable.
+    #[error(transparent)]
+    Spec(#[from] crate::model::SpecError),
+    /// Teacher and student cannot be aligned.
+    #[error(transparent)]
+    Align(#[from] crate::prune::AlignError),
+    /// The config is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Training failed.
+    #[error(transparent)]
+    Train(#[from] super::TrainError),
+    /// Files do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// Runs the distillation `config` describes into `out_dir`.
+pub fn distill(
+    config: &crate::config::DistillConfig,
+    origin: &str,
+    splits: &crate::data::Splits,
+    out_dir: &std::path::Path,
+    resume: bool,
+    force: bool,
+    reporter: &mut crate::progress::Reporter,
+) -> Result<super::TrainReport, DistillError> {
+    use super::supervised::{JobIdentity, TrainOptions, check_fit, fit};
+    let device = crate::runtime::cpu();
+    let spec = crate::model::ModelSpec::resolve(&config.student, std::path::Path::new("."))?;
+    let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
+    config.validate(origin, arch.spec.blocks.len())?;
+    check_fit(&arch, splits)?;
+    let load =
+        |path: &std::path::Path| -> Result<(super::Checkpoint, ConvNet, String), DistillError> {
+            let ckpt = super::Checkpoint::read(path)?;
+            let net = ckpt.load_model(&device, path)?.valid();
+            let digest =
+                crate::fsutil::sha256_file(path).map_err(|source| super::TrainError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            Ok((ckpt, net, digest))
+        };
+    let teacher = config.teacher.as_deref().map(load).transpose()?;
+    if let Some((t, _, _)) = &teacher {
+        let ta = &t.header.architecture;
+        if ta.input != arch.input || ta.classes != arch.classes {
+            return Err(DistillError::Mismatch(format!(
+                "teacher {}: built for {} with {} classes, the data is {} with {}",
+                config.teacher.as_ref().expect("teacher").display(),
+                ta.input,
+                ta.classes,
+                arch.input,
+                arch.classes
+            )));
+        }
+    }
+    let pruned = match (&teacher, config.distill.method) {
+        (Some((t, net, _)), Method::Indistill) => {
+            Some(PrunedTeacher::new(net, &t.header.architecture, &arch)?)
+        }
+        _ => None,
+    };
+    if let Some(p) = &pruned {
+        reporter.line(format!(
+            "pruned teacher '{}' to the student's widths {:?} (L1, kept filters per block: {})",
+            teacher
+                .as_ref()
+                .expect("teacher")
+                .0
+                .header
+                .architecture
+                .spec
+                .name,
+            arch.spec.blocks.iter().map(|b| b.width).collect::<Vec<_>>(),
+            p.kept
+                .iter()
+                .map(Vec::len)
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join("/")
+        ));
+    }
+    let init = config.init.as_deref().map(load).transpose()?;
+    if let Some((c, _, _)) = &init
+        && c.header.architecture != arch
+    {
+        return Err(DistillError::Mismatch(format!(
+            "init {}: architecture '{}' differs from the student '{}'",
+            config.init.as_ref().expect("init").display(),
+            c.header.architecture.spec.name,
+            arch.spec.name
+        )));
+    }
+    // The run is identified by its config and the exact teacher/init weights it learns from.
+    let identity = format!(
+        "{}:{}:{}",
+        config.hash(),
+        teacher.as_ref().map_or("", |t| t.2.as_str()),
+        init.as_ref().map_or("", |t| t.2.as_str())
+    );
+    let hash = crate::fsutil::sha256_hex(identity.as_bytes())[..16].to_string();
+    let objective = Distillation {
+        settings: &config.distill,
+        main: &config.train,
+        teacher: teacher.as_ref().map(|t| &t.1),
+        pruned: pruned.as_ref(),
+    };
+    let toml = config.to_toml();
+    Ok(fit(
+        &arch,
+        &config.train,
+        &objective,
+        init.map(|t| t.1),
+        splits,
+        &JobIdentity {
+            config_hash: &hash,
+            dataset: config.data.name(),
+            seed: config.seed,
+            kind: "distill",
+            config_toml: &toml,
+        },
+        TrainOptions {
+            out_dir,
+            resume,
+            force,
+            reporter,
+        },
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LrStage;
+
+    fn settings(method: Method, curriculum: Vec<usize>) -> DistillSettings {
+        DistillSettings {
+            method,
+            curriculum,
+            curriculum_lr: Some(5e-4),
+            weights: None,
+            temperature: 4.0,
+            kernel: PktKernel::Combined,
+            reset_optimizer_each_epoch: false,
+        }
+    }
+
+    fn main_schedule() -> TrainSettings {
+        TrainSettings {
+            batch_size: 8,
+            eval_batch_size: 8,
+            schedule: vec![
+                LrStage {
+                    epochs: 2,
+                    lr: 1e-3,
+                },
+                LrStage {
+                    epochs: 1,
+                    lr: 1e-4,
+                },
+            ],
+            augment: Default::default(),
+            adam: Default::default(),
+        }
+    }
+
+    #[test]
+    fn curriculum_switches_layers_at_the_configured_epochs() {
+        let s = settings(Method::Indistill, vec![3, 4, 5]);
+        let main = main_schedule();
+        let d = Distillation {
+            settings: &s,
+            main: &main,
+            teacher: None,
+            pruned: None,
+        };
+        assert_eq!(d.total_epochs(), 15);
+        let phases: Vec<String> = (1..=15).map(|e| d.phase(e).0).collect();
+        let expect: Vec<String> = std::iter::repeat_n("curriculum:block0", 3)
+            .chain(std::iter::repeat_n("curriculum:block1", 4))
+            .chain(std::iter::repeat_n("curriculum:block2", 5))
+            .chain(std::iter::repeat_n("main:indistill", 3))
+            .map(String::from)
+            .collect();
+        assert_eq!(phases, expect);
+        assert_eq!(d.phase(1).1, 5e-4);
+        assert_eq!(d.phase(13).1, 1e-3);
+        assert_eq!(d.phase(15).1, 1e-4);
+        assert_eq!(d.stage(13), Stage::Main(1));
+    }
+
+    #[test]
+    fn baselines_have_no_curriculum_and_their_own_losses() {
+        let main = main_schedule();
+        for (m, trains_head) in [
+            (Method::Pkt, false),
+            (Method::Kd, true),
+            (Method::None, true),
+        ] {
+            let s = settings(m, vec![3, 4, 5]);
+            let d = Distillation {
+                settings: &s,
+                main: &main,
+                teacher: None,
+                pruned: None,
+            };
+            assert_eq!(d.total_epochs(), 3, "{m:?}");
+            assert_eq!(s.weights().trains_head(), trains_head, "{m:?}");
+        }
+        assert!(Method::Indistill.default_weights().trains_head());
+    }
+}
