@@ -25,6 +25,11 @@ fn arg(args: &[String], name: &str, default: usize) -> usize {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    // `cargo test --all-targets` runs benches once in test mode (without `--bench`).
+    if !args.iter().any(|a| a == "--bench") {
+        println!("train_throughput: skipped (run it with cargo bench)");
+        return;
+    }
     let threads = arg(&args, "--threads", 0);
     let batch = arg(&args, "--batch", 128);
     let steps = arg(&args, "--steps", 40);

@@ -13,4 +13,6 @@ echo "== cargo check (default features)" >&2
 cargo check --workspace --locked
 echo "== cargo test (with the ONNX Runtime engine)" >&2
 cargo test --workspace --all-targets --features ort --locked
+echo "== cross-compiled runner under qemu (aarch64)" >&2
+scripts/ci-cross-check.sh aarch64
 echo "test.sh: all checks passed in $((SECONDS - start))s" >&2

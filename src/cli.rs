@@ -23,6 +23,9 @@ pub struct GlobalArgs {
     /// Print nothing on stderr but errors (no progress bars, no status lines).
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// More on the terminal (`build`: every stage's log lines, not only its status).
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
     /// CPU threads for training and inference (default: all cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
@@ -64,11 +67,17 @@ pub enum Command {
     ///
     /// Exits with 1 when parity fails or the accuracy drop exceeds `--max-accuracy-drop`.
     Check(CheckArgs),
-    /// Cross-compile the on-device runner for a target and write its bundle.
+    /// Build everything from data to a validated bundle, like `cargo build`: train the teacher,
+    /// the auxiliary and the student (InDistill), export, check on the host, cross-compile
+    /// the runner, bundle and validate on the device, then write the report.
     ///
-    /// The bundle (`dist/<target>/`) holds the runner, the student .onnx (fp32 and, with
-    /// `--int8`, int8), a test shard, the host's tract outputs on it and a manifest with the
-    /// SHA-256 of every file; the runner verifies the manifest before it runs.
+    /// Only stages whose inputs changed run (each stage is fingerprinted by its config section
+    /// and its inputs); a killed build resumes; `--from STAGE` forces a rerun. Artifacts go to
+    /// `runs/<name>/<stage>/`, the report to `runs/<name>/report.html`.
+    ///
+    /// With `--model M.onnx` it only cross-compiles the runner and writes the bundle
+    /// (`dist/<target>/`: runner, models, test shard, host reference outputs, manifest with
+    /// the SHA-256 of every file).
     Build(BuildArgs),
     /// Run a bundle on a device (qemu here by default, `local`, or `ssh://user@host:port`)
     /// and compare it with the host: same top-1 on the shard, outputs within tolerance,
@@ -324,29 +333,46 @@ pub struct CompareArgs {
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// Target: a file stem in targets/ (aarch64, aarch64-musl, armv7, x86_64) or a path to a
-    /// target TOML.
-    #[arg(long, short, value_name = "TARGET")]
-    pub target: String,
-    /// The fp32 student model.
-    #[arg(long, value_name = "MODEL.onnx")]
-    pub model: PathBuf,
-    /// Also ship this int8 model.
-    #[arg(long, value_name = "MODEL.onnx")]
-    pub int8: Option<PathBuf>,
-    /// Config whose `[data]` section gives the test split for the shard (default: the
-    /// `config.toml` beside the model).
+    /// Targets: file stems in targets/ (aarch64, aarch64-musl, armv7, x86_64) or paths to
+    /// target TOMLs; repeat or separate with commas.
+    #[arg(long, short, value_delimiter = ',', value_name = "TARGET")]
+    pub target: Vec<String>,
+    /// Pipeline config (default models/fashion-mnist.toml); with --model, the config whose
+    /// `[data]` gives the test shard.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Profile of the pipeline config, e.g. `quick` or `paper` (default: the base values).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// Rerun this stage and every stage after it.
+    #[arg(long, value_name = "STAGE")]
+    pub from: Option<String>,
+    /// Where to validate the bundles: `qemu` (default for cross targets), `local`, or
+    /// `ssh://[user@]host[:port]`.
+    #[arg(long, value_name = "DEVICE")]
+    pub device: Option<String>,
+    /// ssh: extra `-o` options (repeatable).
+    #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
+    pub ssh_options: Vec<String>,
+    /// Bundle only: the fp32 student model.
+    #[arg(long, value_name = "MODEL.onnx")]
+    pub model: Option<PathBuf>,
+    /// Bundle only: also ship this int8 model.
+    #[arg(long, value_name = "MODEL.onnx", requires = "model")]
+    pub int8: Option<PathBuf>,
+    /// Bundle only: use this runner binary instead of cross-compiling one (it must be built for the
+    /// target's triple).
+    #[arg(long, value_name = "FILE")]
+    pub runner: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Test images in the shard.
+    /// Bundle only: test images in the shard.
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub shard_size: usize,
-    /// Bundle directory (default dist/<target>).
+    /// Bundle only: bundle directory (default dist/<target>).
     #[arg(long, short, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Latency: timed runs per batch size on the device.
+    /// Bundle only: timed runs per batch size on the device.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub runs: usize,
     /// Latency: untimed warm-up runs.

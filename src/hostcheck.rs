@@ -73,7 +73,7 @@ impl ModelInfo {
 }
 
 /// Results of one engine.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct EngineReport {
     /// `tract` or `onnxruntime`.
     pub engine: String,
@@ -88,7 +88,7 @@ pub struct EngineReport {
 }
 
 /// Latency of one batch size.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct LatencyAt {
     /// Images per run.
     pub batch: usize,

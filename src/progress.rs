@@ -1,6 +1,8 @@
 //! Human progress output on stderr: indicatif bars with ETA when stderr is a terminal, plain
 //! lines otherwise. Machine output (`--json`) goes to stdout and is never mixed with this.
 
+use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -9,13 +11,32 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 #[derive(Clone, Debug)]
 pub struct Reporter {
     quiet: bool,
+    /// Status lines also go to the terminal (off: only to the log, bars still shown).
+    echo: bool,
+    log: Option<Arc<Mutex<std::fs::File>>>,
     bar: Option<ProgressBar>,
 }
 
 impl Reporter {
     /// A reporter; `quiet` suppresses everything but errors.
     pub fn new(quiet: bool) -> Self {
-        Self { quiet, bar: None }
+        Self {
+            quiet,
+            echo: true,
+            log: None,
+            bar: None,
+        }
+    }
+
+    /// A reporter that appends every status line to `log`, and echoes them to the terminal
+    /// only when `echo` (progress bars are shown unless `quiet`).
+    pub fn with_log(quiet: bool, echo: bool, log: std::fs::File) -> Self {
+        Self {
+            quiet,
+            echo,
+            log: Some(Arc::new(Mutex::new(log))),
+            bar: None,
+        }
     }
 
     /// A reporter that prints nothing (tests, library use).
@@ -68,7 +89,12 @@ impl Reporter {
 
     /// Prints one status line (above the bar, if any).
     pub fn line(&self, text: impl AsRef<str>) {
-        if self.quiet {
+        if let Some(log) = &self.log
+            && let Ok(mut f) = log.lock()
+        {
+            let _ = writeln!(f, "{}", text.as_ref());
+        }
+        if self.quiet || !self.echo {
             return;
         }
         match &self.bar {

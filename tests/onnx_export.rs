@@ -193,7 +193,8 @@ fn the_official_onnx_checker_accepts_exported_models() {
 fn onnx_runtime_matches_burn() {
     use distill_edge::infer::ort::{OrtEngine, available};
     if let Err(e) = available() {
-        // CI runs scripts/setup.sh, which provides the library; say why when it is absent.
+        // scripts/test.sh exports ORT_DYLIB_PATH (from scripts/setup.sh): then this must work.
+        assert!(std::env::var_os("ORT_DYLIB_PATH").is_none(), "{e}");
         eprintln!("skipped: {e}");
         return;
     }

@@ -29,28 +29,138 @@ pub struct BuildReport {
     pub manifest: Manifest,
 }
 
-/// Builds the runner for the target and writes the bundle.
+/// `build`: the whole pipeline, or with `--model` the bundle alone.
 pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
+    match &args.model {
+        Some(model) => bundle_only(args, model, global),
+        None => pipeline(args, global),
+    }
+}
+
+/// The default pipeline config: `models/fashion-mnist.toml` here, else in the checkout.
+fn default_pipeline() -> PathBuf {
+    let local = PathBuf::from("models/fashion-mnist.toml");
+    if local.is_file() {
+        local
+    } else {
+        crate::target::source_root().join("models/fashion-mnist.toml")
+    }
+}
+
+fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::pipeline::{BuildOptions, build, config::PipelineConfig, human_secs};
+    let path = args.config.clone().unwrap_or_else(default_pipeline);
+    let (config, _profiles) = PipelineConfig::load(&path, args.profile.as_deref())?;
+    let targets = args
+        .target
+        .iter()
+        .map(|t| TargetSpec::resolve(t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let profile = args.profile.clone().unwrap_or_else(|| "base".into());
     let reporter = Reporter::new(global.quiet);
-    let target = TargetSpec::resolve(&args.target)?;
-    let info = ModelInfo::read(&args.model)?;
+    reporter.line(format!(
+        "building {} ({}, profile {profile}) for {}",
+        config.name,
+        path.display(),
+        if targets.is_empty() {
+            "the host only".to_string()
+        } else {
+            targets
+                .iter()
+                .map(|t| t.name.clone())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    ));
+    let started = Instant::now();
+    let mut summary = build(
+        &config,
+        &BuildOptions {
+            targets,
+            device: args.device.clone(),
+            from: args.from.clone(),
+            verbose: global.verbose,
+            quiet: global.quiet,
+            profile: profile.clone(),
+            connect_timeout: std::time::Duration::from_secs(10),
+            ssh_options: args.ssh_options.clone(),
+        },
+    )?;
+    let report_html = summary.run_dir.join("report.html");
+    if summary.up_to_date && report_html.exists() {
+        summary.report = Some(report_html.clone());
+        if global.json {
+            return super::print_json(&summary);
+        }
+        if !global.quiet {
+            println!(
+                "nothing to do: every stage of {} is up to date (report: {})",
+                config.name,
+                report_html.display()
+            );
+        }
+        return Ok(());
+    }
+    let dataset = {
+        let info = crate::data::load(&config.data).map(|s| {
+            format!(
+                "{} ({} train / {} test, {})",
+                config.data.name(),
+                s.train.len(),
+                s.test.len(),
+                s.train.shape
+            )
+        });
+        info.unwrap_or_else(|_| config.data.name().to_string())
+    };
+    let input = crate::pipeline::summary::report_input(&config, &summary, &profile, &dataset);
+    let files = crate::report::write_report(&summary.run_dir, &input)
+        .with_context(|| format!("writing the report in {}", summary.run_dir.display()))?;
+    summary.report = Some(files.html.clone());
+    if global.json {
+        return super::print_json(&summary);
+    }
+    if !global.quiet {
+        print!("{}", crate::report::summary(&input, &files.html));
+        println!(
+            "build finished in {}",
+            human_secs(started.elapsed().as_secs_f64())
+        );
+    }
+    Ok(())
+}
+
+/// Builds the runner for one target and writes the bundle of a given model.
+fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()> {
+    let reporter = Reporter::new(global.quiet);
+    let [target] = &args.target[..] else {
+        anyhow::bail!("--model builds one bundle: give exactly one --target");
+    };
+    let target = TargetSpec::resolve(target)?;
+    let info = ModelInfo::read(model)?;
     let norm = info
         .normalization
         .clone()
         .context("the model has no normalisation metadata (export it with distill-edge export)")?;
-    let dir = args.model.parent().unwrap_or(Path::new("."));
+    let dir = model.parent().unwrap_or(Path::new("."));
     let source = super::data_for_model(dir, args.config.as_deref(), &args.data)?;
     let splits = data::load(&source)?;
     let shard = make_shard(&splits.test, &norm, args.shard_size);
 
-    reporter.line(format!(
-        "cross-compiling the runner for {} ({})",
-        target.name, target.triple
-    ));
     let t = Instant::now();
-    let runner = build_runner(&target)?;
+    let runner = match &args.runner {
+        Some(r) if r.is_file() => r.clone(),
+        Some(r) => anyhow::bail!("--runner {}: no such file", r.display()),
+        None => {
+            reporter.line(format!(
+                "cross-compiling the runner for {} ({})",
+                target.name, target.triple
+            ));
+            build_runner(&target)?
+        }
+    };
     let cross_build_seconds = t.elapsed().as_secs_f64();
-    let mut models = vec![("fp32".to_string(), args.model.clone())];
+    let mut models = vec![("fp32".to_string(), model.to_path_buf())];
     if let Some(q) = &args.int8 {
         models.push(("int8".to_string(), q.clone()));
     }

@@ -77,6 +77,12 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
     let reporter = Reporter::new(global.quiet);
     let info = ModelInfo::read(&args.model)?;
     let threads = global.threads.unwrap_or(1);
+    if threads > 1 {
+        // tract is single-threaded unless given an executor for its matrix kernels.
+        tract_linalg::multithread::set_default_executor(
+            tract_linalg::multithread::Executor::multithread(threads),
+        );
+    }
     let engines = engines_for(args, &args.model, threads)?;
 
     let ckpt = args

@@ -176,6 +176,10 @@ fn run_one(
     config.seed = seed;
     config.distill.method = method;
     config.distill.weights = None;
+    // The curriculum runs at the main schedule's first rate, whatever the budget does to it.
+    if config.distill.curriculum_lr.is_none() {
+        config.distill.curriculum_lr = Some(config.train.lr_at(1));
+    }
     match budget {
         Some(Budget::Equal) => {
             let c: usize = config.distill.curriculum.iter().sum();

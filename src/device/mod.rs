@@ -13,7 +13,7 @@ pub mod local;
 pub mod qemu;
 pub mod ssh;
 #[cfg(test)]
-mod testsshd;
+pub(crate) mod testsshd;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;

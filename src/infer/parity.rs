@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 /// How close two outputs must be.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tolerance {
     /// Bit-identical.
@@ -27,7 +27,7 @@ impl Tolerance {
 }
 
 /// Result of comparing two outputs element by element.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Parity {
     /// Largest |a - b|.
     pub max_abs: f32,

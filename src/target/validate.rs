@@ -35,7 +35,7 @@ pub enum ValidateError {
 }
 
 /// Device result of one model against the host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ModelCheck {
     /// `fp32` / `int8`.
     pub model: String,
@@ -56,7 +56,7 @@ pub struct ModelCheck {
 }
 
 /// What `bench` found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DeviceReport {
     /// Target name.
     pub target: String,
@@ -124,7 +124,8 @@ pub fn run_on_device(
 ) -> Result<DeviceReport, ValidateError> {
     let started = std::time::Instant::now();
     let manifest = read_manifest(bundle)?;
-    let work = tempfile_dir()?;
+    let work_dir = TempDir(tempfile_dir()?);
+    let work = work_dir.0.clone();
     let remote = transport.upload(bundle)?;
     let mut args = vec!["--output".to_string(), "result.json".to_string()];
     if let Some(r) = overrides.runs {
@@ -245,7 +246,6 @@ pub fn run_on_device(
             ));
         }
     }
-    let _ = std::fs::remove_dir_all(&work);
     Ok(DeviceReport {
         target: target.name.clone(),
         device: transport.describe(),
@@ -258,6 +258,15 @@ pub fn run_on_device(
         failures,
         notes,
     })
+}
+
+/// Removes its directory when dropped, on every return path.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tempfile_dir() -> Result<std::path::PathBuf, ValidateError> {
@@ -273,4 +282,141 @@ fn tempfile_dir() -> Result<std::path::PathBuf, ValidateError> {
         message: e.to_string(),
     })?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::batch::Normalization;
+    use crate::model::{ConvNet, ModelSpec};
+    use crate::onnx::export::{ExportOptions, export_model};
+    use crate::runner_schema::BenchSettings;
+    use crate::target::bundle::{BundleInputs, make_shard, write_bundle};
+    use crate::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
+
+    /// Builds the runner for this host with cargo (dev profile: it shares the test build's
+    /// dependencies) and returns its path.
+    fn host_runner() -> std::path::PathBuf {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args([
+                "build",
+                "-p",
+                "distill-edge-runner",
+                "--message-format=json",
+            ])
+            .output()
+            .expect("cargo");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["target"]["name"] == "distill-edge-runner")
+            .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
+            .expect("runner executable in cargo's output")
+    }
+
+    /// A host-arch bundle of a random cnn32-small and a synthetic shard.
+    fn host_bundle(dir: &Path) -> (TargetSpec, std::path::PathBuf) {
+        let splits = crate::data::load(&crate::data::DataSource::synthetic_default()).unwrap();
+        let device = crate::runtime::cpu();
+        device.seed(1);
+        let arch = ModelSpec::resolve("cnn32-small", Path::new("."))
+            .unwrap()
+            .bind(splits.test.shape, 10)
+            .unwrap();
+        let net = ConvNet::new(&arch, &device);
+        let norm = Normalization::from_dataset(&splits.train);
+        let header = CheckpointHeader {
+            format: FORMAT,
+            kind: "model".into(),
+            epochs_done: 0,
+            config_hash: "t".into(),
+            architecture: arch,
+            normalization: norm.clone(),
+            dataset: "synthetic".into(),
+            classes: splits.test.classes.clone(),
+            history: vec![],
+            extra: serde_json::Value::Null,
+        };
+        let ckpt = Checkpoint::from_model(header, net.clone(), vec![]).unwrap();
+        let model = export_model(
+            &net,
+            &ckpt,
+            &ExportOptions {
+                fold_batch_norm: true,
+                embedding_output: false,
+            },
+        )
+        .unwrap();
+        let onnx = dir.join("m.onnx");
+        std::fs::write(&onnx, crate::onnx::proto::encode(&model)).unwrap();
+        let shard = make_shard(&splits.test, &norm, 40);
+        let target = TargetSpec::resolve("x86_64").unwrap();
+        let bundle = dir.join("bundle");
+        let runner = host_runner();
+        write_bundle(
+            &bundle,
+            &BundleInputs {
+                target: &target,
+                runner: &runner,
+                models: vec![("fp32".into(), onnx)],
+                shard: &shard,
+                bench: BenchSettings {
+                    batches: vec![1],
+                    warmup: 1,
+                    runs: 3,
+                    min_seconds: 0.0,
+                    threads: 1,
+                },
+            },
+        )
+        .unwrap();
+        (target, bundle)
+    }
+
+    /// The host-arch bundle end to end over a real sshd on 127.0.0.1.
+    #[test]
+    fn a_bundle_runs_end_to_end_over_ssh() {
+        let Some(sshd) = crate::device::testsshd::TestSshd::start() else {
+            return;
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, bundle) = host_bundle(tmp.path());
+        let transport = sshd.transport();
+        let report = run_on_device(
+            &target,
+            &bundle,
+            &transport,
+            &RunnerOverrides::default(),
+            Duration::from_secs(120),
+        )
+        .unwrap();
+        assert!(report.passed, "{:?}", report.failures);
+        assert!(!report.emulated);
+        assert_eq!(report.models.len(), 1);
+        assert!(report.models[0].bit_identical);
+        assert_eq!(report.models[0].device.latency[0].runs, 3);
+
+        // A tampered model is refused by the runner's manifest check.
+        let model = bundle.join("student-fp32.onnx");
+        let mut bytes = std::fs::read(&model).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&model, bytes).unwrap();
+        let err = run_on_device(
+            &target,
+            &bundle,
+            &transport,
+            &RunnerOverrides::default(),
+            Duration::from_secs(120),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("does not match the manifest"), "{err}");
+    }
 }

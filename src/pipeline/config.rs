@@ -1,0 +1,340 @@
+//! The pipeline config (`models/fashion-mnist.toml`): dataset, teacher, optional auxiliary,
+//! student, baselines, export, host check and targets, with named profiles that overlay it.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, TrainSettings};
+use crate::data::DataSource;
+use crate::train::distill::{DistillSettings, Method};
+
+/// A network trained with cross-entropy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TeacherSection {
+    /// Model preset or spec path.
+    pub model: String,
+    /// Schedule.
+    pub train: TrainSettings,
+}
+
+/// How the auxiliary starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuxInit {
+    /// Fresh weights.
+    #[default]
+    Scratch,
+    /// Its own supervised baseline first (`[auxiliary.baseline]` schedule).
+    Baseline,
+}
+
+/// The auxiliary teacher: the student's depth, wider; learns from the teacher.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct AuxiliarySection {
+    /// Model preset or spec path.
+    pub model: String,
+    /// Start from scratch or from a supervised baseline.
+    #[serde(default)]
+    pub init: AuxInit,
+    /// Schedule of the supervised baseline (with `init = "baseline"`).
+    #[serde(default)]
+    pub baseline: Option<TrainSettings>,
+    /// Transfer schedule.
+    pub train: TrainSettings,
+    /// Transfer method and losses (PKT on the embedding in the paper).
+    pub distill: DistillSettings,
+}
+
+/// The student.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct StudentSection {
+    /// Model preset or spec path.
+    pub model: String,
+    /// Main-phase schedule.
+    pub train: TrainSettings,
+    /// Method (InDistill) and its settings.
+    pub distill: DistillSettings,
+    /// Baselines trained with the same schedule for the report (e.g. `["none"]`).
+    #[serde(default)]
+    pub baselines: Vec<Method>,
+}
+
+/// Export options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ExportSection {
+    /// Fold batch norm.
+    #[serde(default = "yes")]
+    pub fold: bool,
+    /// Also ship an int8 QDQ model.
+    #[serde(default)]
+    pub int8: bool,
+    /// Calibration images for int8.
+    #[serde(default = "default_calibration")]
+    pub calibration_images: usize,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        Self {
+            fold: true,
+            int8: false,
+            calibration_images: default_calibration(),
+        }
+    }
+}
+
+/// Host check options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CheckSection {
+    /// Latency batch sizes.
+    #[serde(default = "default_check_batches")]
+    pub batches: Vec<usize>,
+    /// Timed runs per batch size.
+    #[serde(default = "default_runs")]
+    pub runs: usize,
+    /// Largest top-1 drop (points) of an engine/int8 model against burn.
+    #[serde(default = "default_drop")]
+    pub max_accuracy_drop: f64,
+}
+
+impl Default for CheckSection {
+    fn default() -> Self {
+        Self {
+            batches: default_check_batches(),
+            runs: default_runs(),
+            max_accuracy_drop: default_drop(),
+        }
+    }
+}
+
+/// Device bundles.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TargetsSection {
+    /// Test images in the shard.
+    #[serde(default = "default_shard")]
+    pub shard_size: usize,
+    /// Timed runs per batch size on the device.
+    #[serde(default = "default_device_runs")]
+    pub runs: usize,
+    /// Latency batch sizes on the device.
+    #[serde(default = "default_device_batches")]
+    pub batches: Vec<usize>,
+}
+
+impl Default for TargetsSection {
+    fn default() -> Self {
+        Self {
+            shard_size: default_shard(),
+            runs: default_device_runs(),
+            batches: default_device_batches(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_calibration() -> usize {
+    512
+}
+fn default_check_batches() -> Vec<usize> {
+    vec![1, 32]
+}
+fn default_runs() -> usize {
+    50
+}
+fn default_drop() -> f64 {
+    1.0
+}
+fn default_shard() -> usize {
+    256
+}
+fn default_device_runs() -> usize {
+    20
+}
+fn default_device_batches() -> Vec<usize> {
+    vec![1, 8]
+}
+fn default_seed() -> u64 {
+    1
+}
+
+/// The whole pipeline, after the profile is applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Run name: artifacts go to `runs/<name>/`.
+    pub name: String,
+    /// Seed of every stage.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Dataset.
+    pub data: DataSource,
+    /// Big teacher.
+    pub teacher: TeacherSection,
+    /// Optional auxiliary (absent: the student learns from the teacher, which must then have
+    /// the student's depth).
+    #[serde(default)]
+    pub auxiliary: Option<AuxiliarySection>,
+    /// Student.
+    pub student: StudentSection,
+    /// Export.
+    #[serde(default)]
+    pub export: ExportSection,
+    /// Host check.
+    #[serde(default)]
+    pub check: CheckSection,
+    /// Bundles for targets.
+    #[serde(default)]
+    pub targets: TargetsSection,
+}
+
+/// Deep-merges `over` into `base` (tables merge key by key; other values replace).
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Reads `path`, applies `[profiles.<profile>]` over the rest, and validates.
+    /// Returns the config and the profile names the file defines.
+    pub fn load(path: &Path, profile: Option<&str>) -> Result<(Self, Vec<String>), ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut table: toml::Table = crate::config::parse_toml(&text, path)?;
+        let profiles = match table.remove("profiles") {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    origin: path.display().to_string(),
+                    field: "profiles".into(),
+                    message: "expected tables [profiles.<name>]".into(),
+                });
+            }
+            None => toml::Table::new(),
+        };
+        let names: Vec<String> = profiles.keys().cloned().collect();
+        if let Some(p) = profile {
+            match profiles.get(p) {
+                Some(toml::Value::Table(over)) => merge(&mut table, over),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        origin: path.display().to_string(),
+                        field: format!("profiles.{p}"),
+                        message: format!(
+                            "no such profile; this file defines: {}",
+                            if names.is_empty() {
+                                "none".to_string()
+                            } else {
+                                names.join(", ")
+                            }
+                        ),
+                    });
+                }
+            }
+        }
+        let mut config: Self =
+            crate::config::parse_toml(&toml::to_string(&table).expect("table"), path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.data = config.data.relative_to(base);
+        config.validate(&path.display().to_string())?;
+        Ok((config, names))
+    }
+
+    /// Range checks of every section.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                field: "name".into(),
+                message: "expected a non-empty name without path separators".into(),
+            });
+        }
+        self.teacher.train.validate(origin, "teacher.train")?;
+        if let Some(a) = &self.auxiliary {
+            a.train.validate(origin, "auxiliary.train")?;
+            if a.init == AuxInit::Baseline {
+                match &a.baseline {
+                    Some(b) => b.validate(origin, "auxiliary.baseline")?,
+                    None => {
+                        return Err(ConfigError::Invalid {
+                            origin: origin.into(),
+                            field: "auxiliary.baseline".into(),
+                            message: "init = \"baseline\" needs a [auxiliary.baseline] schedule"
+                                .into(),
+                        });
+                    }
+                }
+            }
+        }
+        self.student.train.validate(origin, "student.train")
+    }
+
+    /// Where the run's artifacts go.
+    pub fn run_dir(&self) -> PathBuf {
+        PathBuf::from("runs").join(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("models")
+            .join(name)
+    }
+
+    #[test]
+    fn shipped_pipelines_parse_in_every_profile() {
+        for file in ["fashion-mnist.toml", "cifar10.toml"] {
+            let (base, profiles) = PipelineConfig::load(&shipped(file), None).unwrap();
+            assert!(profiles.contains(&"quick".to_string()), "{file}");
+            assert!(profiles.contains(&"paper".to_string()), "{file}");
+            for p in &profiles {
+                let (c, _) = PipelineConfig::load(&shipped(file), Some(p)).unwrap();
+                assert_eq!(c.name, base.name);
+            }
+        }
+        let (paper, _) =
+            PipelineConfig::load(&shipped("fashion-mnist.toml"), Some("paper")).unwrap();
+        assert_eq!(paper.teacher.train.total_epochs(), 80);
+        assert_eq!(paper.auxiliary.as_ref().unwrap().train.total_epochs(), 50);
+        assert_eq!(paper.student.distill.curriculum, [3, 4, 5]);
+        assert_eq!(paper.student.train.total_epochs(), 70);
+    }
+
+    #[test]
+    fn an_unknown_profile_lists_the_known_ones() {
+        let e = PipelineConfig::load(&shipped("fashion-mnist.toml"), Some("turbo"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("profiles.turbo") && e.contains("quick"), "{e}");
+    }
+
+    #[test]
+    fn profiles_merge_deeply() {
+        let mut base: toml::Table = toml::from_str("[a]\nx = 1\ny = 2\n[b]\nz = 3\n").unwrap();
+        let over: toml::Table = toml::from_str("[a]\ny = 5\n").unwrap();
+        merge(&mut base, &over);
+        assert_eq!(base["a"]["x"].as_integer(), Some(1));
+        assert_eq!(base["a"]["y"].as_integer(), Some(5));
+        assert_eq!(base["b"]["z"].as_integer(), Some(3));
+    }
+}

@@ -1,0 +1,208 @@
+//! `distill-edge build`: the pipeline as a build on generated data. Fingerprints (no-op
+//! rebuild, a schedule change reruns only what follows), resume after a kill, corrupted
+//! artifacts, `--from`, the report, and a full run to a qemu-validated aarch64 bundle.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn write_pipeline(dir: &Path, student_epochs: usize, train_images: usize) {
+    std::fs::write(
+        dir.join("pipe.toml"),
+        format!(
+            r#"name = "pipe"
+seed = 2
+[data]
+kind = "synthetic"
+train = {train_images}
+test = 200
+[teacher]
+model = "cnn32"
+train = {{ batch-size = 32, schedule = [{{ epochs = 2, lr = 2e-3 }}] }}
+[student]
+model = "cnn32-small"
+train = {{ batch-size = 32, schedule = [{{ epochs = {student_epochs}, lr = 2e-3 }}] }}
+distill = {{ method = "indistill", curriculum = [1, 1, 1] }}
+baselines = ["none"]
+[export]
+int8 = true
+calibration-images = 64
+[check]
+runs = 5
+max-accuracy-drop = 10.0
+[targets]
+shard-size = 64
+runs = 3
+"#
+        ),
+    )
+    .unwrap();
+}
+
+fn statuses(out: &std::process::Output) -> Vec<(String, String)> {
+    json(out)["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["stage"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn build(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["--json", "--threads", "1", "build", "--config", "pipe.toml"];
+    args.extend_from_slice(extra);
+    run(dir, &args)
+}
+
+#[test]
+fn stages_rebuild_only_when_their_inputs_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    write_pipeline(p, 1, 400);
+    let first = build(p, &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let stages: Vec<String> = statuses(&first).into_iter().map(|s| s.0).collect();
+    assert_eq!(
+        stages,
+        ["teacher", "student", "baseline-none", "export", "check"]
+    );
+    assert!(statuses(&first).iter().all(|s| s.1 == "built"));
+    let report = p.join("runs/pipe/report.html");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.len() > 4000, "report too small");
+    assert!(p.join("runs/pipe/report.md").is_file());
+    let plots: Vec<_> = std::fs::read_dir(p.join("runs/pipe/plots"))
+        .unwrap()
+        .collect();
+    assert!(plots.len() >= 2, "{plots:?}");
+    for f in [
+        "teacher/stage.log",
+        "student/stage.log",
+        "export/student.int8.onnx",
+        "check/check.json",
+    ] {
+        assert!(p.join("runs/pipe").join(f).is_file(), "{f}");
+    }
+
+    // Nothing changed: nothing runs, and it says so.
+    let second = build(p, &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        statuses(&second).iter().all(|s| s.1 == "up to date"),
+        "{:?}",
+        statuses(&second)
+    );
+    let human = run(p, &["--threads", "1", "build", "--config", "pipe.toml"]);
+    assert!(String::from_utf8_lossy(&human.stdout).contains("nothing to do"));
+
+    // The student's schedule changes: the teacher is kept, the student and what follows rerun.
+    write_pipeline(p, 2, 400);
+    let third = build(p, &[]);
+    assert!(third.status.success(), "{}", stderr(&third));
+    let s = statuses(&third);
+    assert_eq!(s[0], ("teacher".into(), "up to date".into()));
+    for (stage, status) in &s[1..] {
+        assert_eq!(status, "built", "{stage}");
+    }
+
+    // A corrupted artifact is detected and its stage rebuilt.
+    let onnx = p.join("runs/pipe/export/student.onnx");
+    let mut bytes = std::fs::read(&onnx).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0x55;
+    std::fs::write(&onnx, bytes).unwrap();
+    let fourth = build(p, &[]);
+    assert!(fourth.status.success(), "{}", stderr(&fourth));
+    let s = statuses(&fourth);
+    assert!(s.contains(&("export".into(), "built".into())), "{s:?}");
+    assert!(
+        s.contains(&("teacher".into(), "up to date".into())),
+        "{s:?}"
+    );
+    assert!(stderr(&fourth).contains("corrupt"), "{}", stderr(&fourth));
+
+    // --from forces a stage and everything after it.
+    let fifth = build(p, &["--from", "export"]);
+    assert!(fifth.status.success(), "{}", stderr(&fifth));
+    let s = statuses(&fifth);
+    assert_eq!(s[2], ("baseline-none".into(), "up to date".into()));
+    assert_eq!(s[3], ("export".into(), "built".into()));
+    assert_eq!(s[4], ("check".into(), "built".into()));
+    let bad = build(p, &["--from", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        error_line(&bad, p).contains("no such stage"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[test]
+fn a_build_killed_mid_stage_resumes_and_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    write_pipeline(p, 1, 3000);
+    let mut child = Command::new(bin())
+        .current_dir(p)
+        .args(["-q", "--threads", "1", "build", "--config", "pipe.toml"])
+        .spawn()
+        .unwrap();
+    let ckpt = p.join("runs/pipe/teacher.partial/checkpoint.ckpt");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !ckpt.exists() {
+        assert!(Instant::now() < deadline, "no checkpoint appeared");
+        assert!(child.try_wait().unwrap().is_none(), "ended before the kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!p.join("runs/pipe/teacher/stage.json").exists());
+
+    let out = run(p, &["--threads", "1", "build", "--config", "pipe.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resuming"), "{}", stderr(&out));
+    let log = std::fs::read_to_string(p.join("runs/pipe/teacher/stage.log")).unwrap();
+    assert!(log.contains("resuming after epoch 1/2"), "{log}");
+    assert!(p.join("runs/pipe/report.html").is_file());
+}
+
+/// The whole path, to a bundle validated under qemu (the cross build is cached outside the
+/// clone and shared with scripts/ci-cross-check.sh).
+#[test]
+fn a_full_build_ends_with_the_aarch64_bundle_validated_under_qemu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    write_pipeline(p, 1, 400);
+    let out = build(p, &["--target", "aarch64"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = statuses(&out);
+    assert!(
+        s.contains(&("bundle-aarch64".into(), "built".into())),
+        "{s:?}"
+    );
+    assert!(
+        s.contains(&("device-aarch64".into(), "built".into())),
+        "{s:?}"
+    );
+    let device: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("runs/pipe/device-aarch64/device.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(device["passed"], true);
+    assert_eq!(device["emulated"], true);
+    assert_eq!(device["arch"], "aarch64");
+    let md = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
+    assert!(
+        md.contains("aarch64") && md.to_lowercase().contains("emulated"),
+        "{md}"
+    );
+}
