@@ -1,21 +1,12 @@
 #!/usr/bin/env bash
-# The main job on the default preset: train the reference student (cnn32-small) on
-# Fashion-MNIST with the reference schedule, then evaluate it (accuracy, confusion matrix,
-# retrieval mAP). Pass extra `distill-edge train` options after the script name, e.g.
-#   scripts/run.sh --schedule 5:1e-3
+# The main job: the whole pipeline on Fashion-MNIST with the quick profile, ending with the
+# aarch64 bundle validated under qemu and the report in runs/fashion-mnist/report.html.
+# Extra arguments go to `distill-edge build`, e.g. `scripts/run.sh --profile paper` or
+# `scripts/run.sh --device ssh://pi@raspberrypi.local`. A second run rebuilds nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
-cargo build --release --locked -p distill-edge
-bin="$CARGO_TARGET_DIR/release/distill-edge"
-config=models/fashion-mnist-student.toml
-out=runs/fashion-mnist-student/train
-resume=()
-[ -f "$out/checkpoint.ckpt" ] && [ ! -f "$out/model.ckpt" ] && resume=(--resume)
-if [ -f "$out/model.ckpt" ]; then
-  echo "run.sh: $out/model.ckpt exists; evaluating it (delete $out to train again)" >&2
-else
-  "$bin" train --config "$config" --out "$out" "${resume[@]}" "$@"
-fi
-"$bin" eval "$out" --output runs/fashion-mnist-student/eval.json
+cargo build --release --locked -p distill-edge --features ort
+"$CARGO_TARGET_DIR/release/distill-edge" build --target aarch64 \
+  --config models/fashion-mnist.toml --profile quick "$@"
