@@ -229,23 +229,10 @@ impl TrainConfig {
 
     /// Reads a config file; relative paths inside it stay relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config: Self = parse_toml(&text, path)?;
+        let mut config: Self = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = config.data.relative_to(base);
-        if !crate::model::spec::PRESETS
-            .iter()
-            .any(|(n, _)| *n == config.model)
-            && Path::new(&config.model).is_relative()
-        {
-            let candidate = base.join(&config.model);
-            if candidate.is_file() {
-                config.model = candidate.to_string_lossy().into_owned();
-            }
-        }
+        config.model = rebase_model(&config.model, base);
         Ok(config)
     }
 
@@ -269,6 +256,26 @@ impl TrainConfig {
     /// The resolved config as TOML, saved beside artifacts.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}
+
+/// Reads and parses a TOML config file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_toml(&text, path)
+}
+
+/// A model reference from a config in `base`: presets stay names, an existing relative spec
+/// file is taken relative to `base`.
+fn rebase_model(model: &str, base: &Path) -> String {
+    let is_preset = crate::model::spec::PRESETS.iter().any(|(n, _)| *n == model);
+    if !is_preset && Path::new(model).is_relative() && base.join(model).is_file() {
+        base.join(model).to_string_lossy().into_owned()
+    } else {
+        model.to_string()
     }
 }
 
@@ -408,11 +415,7 @@ pub struct DistillConfig {
 impl DistillConfig {
     /// Reads a config file; relative paths are taken relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config: Self = parse_toml(&text, path)?;
+        let mut config: Self = read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = config.data.relative_to(base);
         let rebase = |p: &mut Option<PathBuf>| {
@@ -424,14 +427,7 @@ impl DistillConfig {
         };
         rebase(&mut config.teacher);
         rebase(&mut config.init);
-        if !crate::model::spec::PRESETS
-            .iter()
-            .any(|(n, _)| *n == config.student)
-            && Path::new(&config.student).is_relative()
-            && base.join(&config.student).is_file()
-        {
-            config.student = base.join(&config.student).to_string_lossy().into_owned();
-        }
+        config.student = rebase_model(&config.student, base);
         Ok(config)
     }
 

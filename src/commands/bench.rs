@@ -7,6 +7,7 @@ use anyhow::{Result, bail};
 
 use crate::cli::{BenchArgs, GlobalArgs};
 use crate::device::{DeviceSpec, Transport};
+use crate::eval::latency::{LatencyStats, latency_table};
 use crate::progress::Reporter;
 use crate::table::Table;
 use crate::target::TargetSpec;
@@ -104,24 +105,17 @@ pub fn print_human(r: &DeviceReport) {
         ]);
     }
     println!("{}", t.render());
-    let mut l = Table::new([
-        "model", "batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms",
-    ]);
-    for m in &r.models {
-        for s in &m.device.latency {
-            l.row([
-                m.model.clone(),
-                s.batch.to_string(),
-                s.runs.to_string(),
-                format!("{:.3}", s.min_ms),
-                format!("{:.3}", s.p50_ms),
-                format!("{:.3}", s.p90_ms),
-                format!("{:.3}", s.p99_ms),
-                format!("{:.3}", s.max_ms),
-            ]);
-        }
-    }
-    println!("{}", l.render());
+    let rows: Vec<_> = r
+        .models
+        .iter()
+        .flat_map(|m| {
+            m.device
+                .latency
+                .iter()
+                .map(|s| (m.model.clone(), s.batch, LatencyStats::from(s)))
+        })
+        .collect();
+    println!("{}", latency_table("model", &rows));
     println!(
         "{} on {} ({}), {:.1}s round trip; batch-1 p50 budget {} ms{}",
         r.target,

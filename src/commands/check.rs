@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::data;
+use crate::eval::latency::latency_table;
 use crate::hostcheck::{EngineReport, LatencyPlan, ModelInfo, check_engines};
 use crate::infer::Engine;
 use crate::infer::tract::TractEngine;
@@ -213,25 +214,16 @@ fn print_human(r: &CheckReport) {
         t.row([e.engine.clone(), pct(e.accuracy), diff, vs, ok]);
     }
     println!("{}", t.render());
-    let mut l = Table::new([
-        "engine", "batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms",
-    ]);
-    for e in &r.engines {
-        for at in &e.latency {
-            let s = &at.stats;
-            l.row([
-                e.engine.clone(),
-                at.batch.to_string(),
-                s.runs.to_string(),
-                format!("{:.3}", s.min_ms),
-                format!("{:.3}", s.p50_ms),
-                format!("{:.3}", s.p90_ms),
-                format!("{:.3}", s.p99_ms),
-                format!("{:.3}", s.max_ms),
-            ]);
-        }
-    }
-    println!("{}", l.render());
+    let rows: Vec<_> = r
+        .engines
+        .iter()
+        .flat_map(|e| {
+            e.latency
+                .iter()
+                .map(|at| (e.engine.clone(), at.batch, at.stats.clone()))
+        })
+        .collect();
+    println!("{}", latency_table("engine", &rows));
     println!(
         "{}: {} bytes, {} parameters, {} MACs/image{}, {} threads",
         r.model.path.display(),

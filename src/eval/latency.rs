@@ -31,31 +31,49 @@ impl LatencyStats {
     /// so they can neither poison the mean nor shift the percentiles; returns `None` when no
     /// finite sample remains (including for an empty slice).
     pub fn from_samples(samples_ms: &[f64]) -> Option<Self> {
-        let mut sorted: Vec<f64> = samples_ms
+        // One percentile definition for host and device: the runner's (nearest rank).
+        let finite: Vec<f64> = samples_ms
             .iter()
             .copied()
             .filter(|s| s.is_finite())
             .collect();
-        if sorted.is_empty() {
-            return None;
-        }
-        sorted.sort_by(f64::total_cmp);
-        let n = sorted.len();
-        let percentile = |p: usize| {
-            // ceil(p * n / 100) in integers, so that e.g. p90 of 10 samples is exactly rank 9.
-            let rank = (p * n).div_ceil(100).clamp(1, n);
-            sorted[rank - 1]
-        };
-        Some(Self {
-            runs: n,
-            min_ms: sorted[0],
-            p50_ms: percentile(50),
-            p90_ms: percentile(90),
-            p99_ms: percentile(99),
-            max_ms: sorted[n - 1],
-            mean_ms: sorted.iter().sum::<f64>() / n as f64,
-        })
+        crate::runner_schema::Latency::from_samples(0, &finite).map(|l| Self::from(&l))
     }
+}
+
+impl From<&crate::runner_schema::Latency> for LatencyStats {
+    fn from(l: &crate::runner_schema::Latency) -> Self {
+        Self {
+            runs: l.runs,
+            min_ms: l.min_ms,
+            p50_ms: l.p50_ms,
+            p90_ms: l.p90_ms,
+            p99_ms: l.p99_ms,
+            max_ms: l.max_ms,
+            mean_ms: l.mean_ms,
+        }
+    }
+}
+
+/// A terminal table of latency rows: (name, batch, statistics); `first` heads the name column
+/// (`engine` on the host, `model` on a device).
+pub fn latency_table(first: &str, rows: &[(String, usize, LatencyStats)]) -> String {
+    let mut t = crate::table::Table::new([
+        first, "batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms",
+    ]);
+    for (name, batch, s) in rows {
+        t.row([
+            name.clone(),
+            batch.to_string(),
+            s.runs.to_string(),
+            format!("{:.3}", s.min_ms),
+            format!("{:.3}", s.p50_ms),
+            format!("{:.3}", s.p90_ms),
+            format!("{:.3}", s.p99_ms),
+            format!("{:.3}", s.max_ms),
+        ]);
+    }
+    t.render()
 }
 
 #[cfg(test)]

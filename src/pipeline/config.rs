@@ -212,11 +212,7 @@ impl PipelineConfig {
     /// Reads `path`, applies `[profiles.<profile>]` over the rest, and validates.
     /// Returns the config and the profile names the file defines.
     pub fn load(path: &Path, profile: Option<&str>) -> Result<(Self, Vec<String>), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut table: toml::Table = crate::config::parse_toml(&text, path)?;
+        let mut table: toml::Table = crate::config::read_toml(path)?;
         let profiles = match table.remove("profiles") {
             Some(toml::Value::Table(t)) => t,
             Some(_) => {

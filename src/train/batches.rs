@@ -76,7 +76,6 @@ pub fn loss_and_accuracy(logits: &[f32], classes: usize, labels: &[u16]) -> (f64
         return (0.0, 0.0);
     }
     let mut loss = 0.0f64;
-    let mut correct = 0usize;
     for (row, &label) in logits.chunks_exact(classes).zip(labels) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
         let lse = max
@@ -86,15 +85,12 @@ pub fn loss_and_accuracy(logits: &[f32], classes: usize, labels: &[u16]) -> (f64
                 .sum::<f64>()
                 .ln();
         loss += lse - row[label as usize] as f64;
-        let best = row
-            .iter()
-            .enumerate()
-            .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                if v > bv { (i, v) } else { (bi, bv) }
-            })
-            .0;
-        correct += usize::from(best == label as usize);
     }
+    let correct = crate::eval::classification::argmax_rows(logits, classes)
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p == **l as usize)
+        .count();
     (
         loss / labels.len() as f64,
         correct as f64 / labels.len() as f64,

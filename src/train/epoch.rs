@@ -134,18 +134,9 @@ pub fn count_correct(logits: Tensor<2>, labels: &[usize], data: &Dataset) -> usi
         .into_data()
         .try_into_vec::<f32>()
         .expect("f32 logits");
-    values
-        .chunks_exact(classes)
+    crate::eval::classification::argmax_rows(&values, classes)
+        .iter()
         .zip(labels)
-        .filter(|(row, i)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (j, &v)| {
-                    if v > bv { (j, v) } else { (bi, bv) }
-                })
-                .0;
-            best == data.labels[**i] as usize
-        })
+        .filter(|(best, i)| **best == data.labels[**i] as usize)
         .count()
 }
