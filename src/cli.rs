@@ -337,6 +337,10 @@ pub struct BuildArgs {
     /// target TOMLs; repeat or separate with commas.
     #[arg(long, short, value_delimiter = ',', value_name = "TARGET")]
     pub target: Vec<String>,
+    /// Build the runner for speed or size (default: the target file's `optimize`, else
+    /// speed). `size` makes it about 2.3x smaller and slower; see docs/BENCHMARKS.md.
+    #[arg(long, value_name = "GOAL")]
+    pub optimize: Option<crate::target::Optimize>,
     /// Pipeline config (default models/fashion-mnist.toml); with --model, the config whose
     /// `[data]` gives the test shard.
     #[arg(long, short, value_name = "FILE")]

@@ -54,7 +54,7 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     let targets = args
         .target
         .iter()
-        .map(|t| TargetSpec::resolve(t))
+        .map(|t| resolve_target(t, args))
         .collect::<Result<Vec<_>, _>>()?;
     let profile = args.profile.clone().unwrap_or_else(|| "base".into());
     let reporter = Reporter::new(global.quiet);
@@ -130,13 +130,22 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
+/// A target by name or path, with `--optimize` applied.
+fn resolve_target(name: &str, args: &BuildArgs) -> Result<TargetSpec> {
+    let mut target = TargetSpec::resolve(name)?;
+    if let Some(goal) = args.optimize {
+        target.optimize = goal;
+    }
+    Ok(target)
+}
+
 /// Builds the runner for one target and writes the bundle of a given model.
 fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()> {
     let reporter = Reporter::new(global.quiet);
     let [target] = &args.target[..] else {
         anyhow::bail!("--model builds one bundle: give exactly one --target");
     };
-    let target = TargetSpec::resolve(target)?;
+    let target = resolve_target(target, args)?;
     let info = ModelInfo::read(model)?;
     let norm = info
         .normalization

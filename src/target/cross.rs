@@ -81,8 +81,8 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// The cargo command that builds the runner for `target` (profile `runner`: fat LTO,
-/// one codegen unit, panic=abort, stripped).
+/// The cargo command that builds the runner for `target` (profile `runner` or
+/// `runner-size`: fat LTO, one codegen unit, panic=abort, stripped).
 pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
@@ -90,7 +90,7 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
             "build",
             "--locked",
             "--profile",
-            "runner",
+            target.optimize.profile(),
             "-p",
             "distill-edge-runner",
             "--target",
@@ -142,7 +142,7 @@ pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
     }
     Ok(target_dir()
         .join(&target.triple)
-        .join("runner")
+        .join(target.optimize.profile())
         .join("distill-edge-runner"))
 }
 
@@ -178,5 +178,37 @@ mod tests {
             "aarch64-linux-gnu-gcc"
         ));
         assert!(has("AR_aarch64_unknown_linux_musl", "aarch64-linux-gnu-ar"));
+    }
+
+    #[test]
+    fn optimize_size_selects_the_size_profile() {
+        let profile_of = |t: &TargetSpec| {
+            let cmd = cargo_command(t, Path::new("."));
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let i = args.iter().position(|a| a == "--profile").unwrap();
+            args[i + 1].clone()
+        };
+        let mut t = TargetSpec::resolve("aarch64").unwrap();
+        assert_eq!(profile_of(&t), "runner");
+        t.optimize = super::super::Optimize::Size;
+        assert_eq!(profile_of(&t), "runner-size");
+        // The profile exists in the workspace manifest (cargo would refuse an unknown one).
+        let manifest = std::fs::read_to_string(source_root().join("Cargo.toml")).unwrap();
+        assert!(manifest.contains("[profile.runner-size]"));
+        let body = target_toml_body("aarch64");
+        assert!(
+            body.contains("optimize = \"speed\""),
+            "targets/aarch64.toml documents it"
+        );
+        let parsed: TargetSpec =
+            toml::from_str(&body.replace("optimize = \"speed\"", "optimize = \"size\"")).unwrap();
+        assert_eq!(parsed.optimize, super::super::Optimize::Size);
+    }
+
+    fn target_toml_body(name: &str) -> String {
+        std::fs::read_to_string(source_root().join("targets").join(format!("{name}.toml"))).unwrap()
     }
 }

@@ -26,6 +26,28 @@ fn default_drop() -> f64 {
     1.0
 }
 
+/// What the runner's compiler optimises for (the cargo profile `build` uses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimize {
+    /// Profile `runner` (opt-level 3): the fastest runner (about 19 MB on aarch64).
+    #[default]
+    Speed,
+    /// Profile `runner-size` (opt-level "z"): about 8 MB on aarch64, same outputs, 1.5-1.7x
+    /// the latency on x86_64 (docs/BENCHMARKS.md).
+    Size,
+}
+
+impl Optimize {
+    /// The cargo profile (and the directory under the target triple).
+    pub fn profile(self) -> &'static str {
+        match self {
+            Optimize::Speed => "runner",
+            Optimize::Size => "runner-size",
+        }
+    }
+}
+
 /// One board class: how to build for it and how to run there.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -55,6 +77,9 @@ pub struct TargetSpec {
     /// Debian packages providing the linker/emulator, for install hints.
     #[serde(default)]
     pub apt: Vec<String>,
+    /// Build the runner for speed (default) or size.
+    #[serde(default)]
+    pub optimize: Optimize,
     /// Budgets.
     pub budget: Budget,
 }
