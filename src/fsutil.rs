@@ -49,11 +49,25 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> io::R
     write_atomic(path, text.as_bytes())
 }
 
-/// Hex SHA-256 of a byte slice.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(bytes))
+/// Puts the complete directory `new` at `dir`, replacing an earlier `dir`: that one is moved
+/// to `old` first and deleted only once `new` is in place, so a run killed in between leaves
+/// the earlier tree in `old`, never a half-written one at `dir`. A stale `old` is removed first.
+pub fn replace_dir(new: &Path, dir: &Path, old: &Path) -> io::Result<()> {
+    if old.exists() {
+        fs::remove_dir_all(old)?;
+    }
+    if dir.exists() {
+        fs::rename(dir, old)?;
+    }
+    fs::rename(new, dir)?;
+    if old.exists() {
+        let _ = fs::remove_dir_all(old);
+    }
+    Ok(())
 }
+
+/// Hex SHA-256 of a byte slice (the runner's definition: bundle digests must agree).
+pub use crate::runner_schema::sha256_hex;
 
 /// Hex SHA-256 of a file's contents.
 pub fn sha256_file(path: &Path) -> io::Result<String> {

@@ -11,7 +11,7 @@ use common::*;
 fn short_training_on_synthetic_data_beats_chance_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = synthetic_config(tmp.path(), "chance", "[{ epochs = 3, lr = 2e-3 }]", 600);
-    let out = run(
+    let report = run_ok_json(
         tmp.path(),
         &[
             "--json",
@@ -22,8 +22,6 @@ fn short_training_on_synthetic_data_beats_chance_and_evaluates() {
             cfg.to_str().unwrap(),
         ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report = json(&out);
     let acc = report["test_accuracy"].as_f64().unwrap();
     // 10 classes: chance is 10%.
     assert!(acc > 0.6, "test accuracy {acc} is not well above chance");
@@ -38,12 +36,10 @@ fn short_training_on_synthetic_data_beats_chance_and_evaluates() {
         assert!(run_dir.join(f).is_file(), "{f} missing");
     }
 
-    let out = run(
+    let eval = run_ok_json(
         tmp.path(),
         &["--json", "eval", run_dir.to_str().unwrap(), "--top-k", "10"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let eval = json(&out);
     assert!((eval["accuracy"].as_f64().unwrap() - acc).abs() < 1e-9);
     let retrieval = eval["retrieval"].as_array().unwrap();
     assert_eq!(retrieval.len(), 2);

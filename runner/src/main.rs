@@ -13,14 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use sha2::{Digest, Sha256};
 use tract_onnx::prelude::*;
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
 use schema::{
     FORMAT, Latency, MANIFEST, Manifest, ModelResult, RunnerResult, SHARD_BATCH, Shard,
-    f32_le_bytes,
+    f32_le_bytes, sha256_hex,
 };
 
 const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--threads N] [--batches 1,8] [--no-verify]";
@@ -88,13 +87,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Checks every file of the manifest: present, same size, same SHA-256.

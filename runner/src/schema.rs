@@ -245,6 +245,15 @@ impl Shard {
     }
 }
 
+/// Hex SHA-256 of bytes: the digest of manifest entries and of outputs, on both sides.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Little-endian bytes of f32 values (the digest and outputs file format).
 pub fn f32_le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()

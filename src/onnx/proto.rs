@@ -145,6 +145,32 @@ fn check_new_name(graph: &pb::GraphProto, old: &str, new: &str) -> Result<(), Pr
     Ok(())
 }
 
+/// The current name of graph `kind` (input/output) `index` when renaming it to `name` is
+/// needed and allowed; `None` when it already has that name.
+fn renamed(
+    graph: &pb::GraphProto,
+    list: &[pb::ValueInfoProto],
+    kind: &str,
+    index: usize,
+    name: &str,
+) -> Result<Option<String>, ProtoError> {
+    let old = list
+        .get(index)
+        .ok_or_else(|| {
+            ProtoError::Invalid(format!(
+                "graph {kind} {index} does not exist ({} {kind}s)",
+                list.len()
+            ))
+        })?
+        .name()
+        .to_string();
+    if old == name {
+        return Ok(None);
+    }
+    check_new_name(graph, &old, name)?;
+    Ok(Some(old))
+}
+
 /// Renames graph input `index` to `name` everywhere it is referenced (node inputs, value_info,
 /// graph outputs that pass it straight through).
 pub fn rename_input(
@@ -153,21 +179,9 @@ pub fn rename_input(
     name: &str,
 ) -> Result<(), ProtoError> {
     let graph = graph_mut(model)?;
-    let count = graph.input.len();
-    let old = graph
-        .input
-        .get(index)
-        .ok_or_else(|| {
-            ProtoError::Invalid(format!(
-                "graph input {index} does not exist ({count} inputs)"
-            ))
-        })?
-        .name()
-        .to_string();
-    if old == name {
+    let Some(old) = renamed(graph, &graph.input, "input", index, name)? else {
         return Ok(());
-    }
-    check_new_name(graph, &old, name)?;
+    };
     if graph.initializer.iter().any(|t| t.name() == old) {
         return Err(ProtoError::Invalid(format!(
             "graph input {old:?} is also an initializer; renaming it is not supported"
@@ -193,21 +207,9 @@ pub fn rename_output(
     name: &str,
 ) -> Result<(), ProtoError> {
     let graph = graph_mut(model)?;
-    let count = graph.output.len();
-    let old = graph
-        .output
-        .get(index)
-        .ok_or_else(|| {
-            ProtoError::Invalid(format!(
-                "graph output {index} does not exist ({count} outputs)"
-            ))
-        })?
-        .name()
-        .to_string();
-    if old == name {
+    let Some(old) = renamed(graph, &graph.output, "output", index, name)? else {
         return Ok(());
-    }
-    check_new_name(graph, &old, name)?;
+    };
     if let Some(other) = graph
         .output
         .iter()

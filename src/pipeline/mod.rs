@@ -250,17 +250,8 @@ impl Builder<'_> {
             artifacts: artifacts.clone(),
         };
         write_json_atomic(&partial.join(STAGE_FILE), &record)?;
-        let old = self.root.join(format!("{name}.old"));
-        if old.exists() {
-            std::fs::remove_dir_all(&old)?;
-        }
-        if dir.exists() {
-            std::fs::rename(&dir, &old)?;
-        }
-        std::fs::rename(&partial, &dir)?;
-        if old.exists() {
-            let _ = std::fs::remove_dir_all(&old);
-        }
+        crate::fsutil::replace_dir(&partial, &dir, &self.root.join(format!("{name}.old")))
+            .with_context(|| format!("moving {} into place", dir.display()))?;
         self.terminal
             .line(format!("{name:>22}  built in {}", human_secs(seconds)));
         self.outcomes.push(StageOutcome {

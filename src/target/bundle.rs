@@ -115,15 +115,8 @@ pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, B
             return Err(e);
         }
     };
-    // Swap: the old bundle is removed only after the new one is in place.
     let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    if dir.exists() {
-        std::fs::rename(dir, &old).map_err(io(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io(dir))?;
-    if old.exists() {
-        let _ = std::fs::remove_dir_all(&old);
-    }
+    crate::fsutil::replace_dir(&tmp, dir, &old).map_err(io(dir))?;
     Ok(manifest)
 }
 

@@ -36,6 +36,14 @@ pub fn json(o: &Output) -> serde_json::Value {
     })
 }
 
+/// Runs `distill-edge args…` in `dir`, asserts that it succeeded (showing stderr if not) and
+/// returns its stdout parsed as JSON.
+pub fn run_ok_json(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = run(dir, args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out)
+}
+
 /// The last non-empty stderr line, with the temporary directory replaced by `[TMP]`.
 pub fn error_line(o: &Output, tmp: &Path) -> String {
     let text = stderr(o).replace(&tmp.display().to_string(), "[TMP]");
