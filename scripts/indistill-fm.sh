@@ -9,11 +9,11 @@ source scripts/env.sh
 cargo build --release --locked -p distill-edge
 de="$CARGO_TARGET_DIR/release/distill-edge"
 [ -f runs/fashion-mnist-teacher/train/model.ckpt ] ||
-  "$de" train --config models/fashion-mnist-teacher.toml \
+  "$de" train --config configs/train/fashion-mnist-teacher.toml \
     $( [ -f runs/fashion-mnist-teacher/train/checkpoint.ckpt ] && echo --resume )
 [ -f runs/fashion-mnist-aux/aux/model.ckpt ] ||
-  "$de" distill --config models/fashion-mnist-aux.toml --out runs/fashion-mnist-aux/aux \
+  "$de" distill --config configs/distill/fashion-mnist-aux.toml --out runs/fashion-mnist-aux/aux \
     $( [ -f runs/fashion-mnist-aux/aux/checkpoint.ckpt ] && echo --resume )
 "$de" eval runs/fashion-mnist-teacher/train --output runs/fashion-mnist-teacher/eval.json
 "$de" eval runs/fashion-mnist-aux/aux --output runs/fashion-mnist-aux/eval.json
-"$de" compare --config models/fashion-mnist-distill.toml --seeds 1,2,3 "$@"
+"$de" compare --config configs/distill/fashion-mnist-distill.toml --seeds 1,2,3 "$@"

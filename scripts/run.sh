@@ -9,4 +9,4 @@ scripts/setup.sh
 source scripts/env.sh
 cargo build --release --locked -p distill-edge --features ort
 "$CARGO_TARGET_DIR/release/distill-edge" build --target aarch64 \
-  --config models/fashion-mnist.toml --profile quick "$@"
+  --config configs/pipeline/fashion-mnist.toml --profile quick "$@"

@@ -273,7 +273,7 @@ pub struct DistillArgs {
     pub config: PathBuf,
     /// Method (default: the config's).
     #[arg(long, value_enum)]
-    pub method: Option<crate::train::distill::Method>,
+    pub method: Option<crate::config::distill::Method>,
     #[command(flatten)]
     pub overrides: DistillOverrides,
     /// Seed for weights, shuffling and augmentation.
@@ -296,7 +296,7 @@ pub struct DistillArgs {
 /// Training budget of InDistill in a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Budget {
+pub enum CurriculumBudget {
     /// Same total epochs for every method: InDistill's curriculum epochs come out of its
     /// main phase.
     Equal,
@@ -313,14 +313,14 @@ pub struct CompareArgs {
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
     /// Methods to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [crate::train::distill::Method::None, crate::train::distill::Method::Pkt, crate::train::distill::Method::Kd, crate::train::distill::Method::Indistill])]
-    pub methods: Vec<crate::train::distill::Method>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [crate::config::distill::Method::None, crate::config::distill::Method::Pkt, crate::config::distill::Method::Kd, crate::config::distill::Method::Indistill])]
+    pub methods: Vec<crate::config::distill::Method>,
     /// Seeds; every method runs once per seed.
     #[arg(long, value_delimiter = ',', default_values_t = [1u64], value_name = "N,...")]
     pub seeds: Vec<u64>,
     /// InDistill budgets to compare.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Budget::Equal, Budget::Warmup, Budget::Control])]
-    pub budgets: Vec<Budget>,
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CurriculumBudget::Equal, CurriculumBudget::Warmup, CurriculumBudget::Control])]
+    pub budgets: Vec<CurriculumBudget>,
     #[command(flatten)]
     pub overrides: DistillOverrides,
     /// Output directory (default runs/<name>/compare); finished runs in it are reused.
@@ -340,8 +340,8 @@ pub struct BuildArgs {
     /// Build the runner for speed or size (default: the target file's `optimize`, else
     /// speed). `size` makes it about 2.3x smaller and slower; see docs/BENCHMARKS.md.
     #[arg(long, value_name = "GOAL")]
-    pub optimize: Option<crate::target::Optimize>,
-    /// Pipeline config (default models/fashion-mnist.toml); with --model, the config whose
+    pub optimize: Option<crate::board::Optimize>,
+    /// Pipeline config (default configs/pipeline/fashion-mnist.toml); with --model, the config whose
     /// `[data]` gives the test shard.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -7,7 +7,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::data::Dataset;
-use crate::data::batch::{Normalization, fill_batch};
+use crate::data::prep::{Normalization, fill_batch};
 use crate::eval::classification::argmax_rows;
 use crate::eval::latency::LatencyStats;
 use crate::infer::parity::{Parity, Tolerance, compare};

@@ -4,12 +4,14 @@
 //! The binary is a thin layer over this library: [`cli`] holds the argument types,
 //! [`commands`] one module per subcommand; everything else is reusable.
 
+pub mod board;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod exit;
 pub mod fsutil;
 pub mod hostcheck;
 pub mod infer;
@@ -22,5 +24,4 @@ pub mod report;
 pub mod runner_schema;
 pub mod runtime;
 pub mod table;
-pub mod target;
 pub mod train;

@@ -9,7 +9,7 @@ use std::path::Path;
 use burn::module::{Param, RunningState};
 use burn::tensor::{Distribution, Tensor};
 use distill_edge::data::ImageShape;
-use distill_edge::data::batch::Normalization;
+use distill_edge::data::prep::Normalization;
 use distill_edge::infer::parity::{Tolerance, compare};
 use distill_edge::infer::tract::TractEngine;
 use distill_edge::infer::{Batch, Engine};

@@ -5,43 +5,13 @@ use std::time::Duration;
 
 use anyhow::{Result, bail};
 
+use crate::board::TargetSpec;
 use crate::cli::{BenchArgs, GlobalArgs};
+use crate::device::bench::{BenchReport, RunnerOverrides, run_bundle};
 use crate::device::{DeviceSpec, Transport};
 use crate::eval::latency::{LatencyStats, latency_table};
 use crate::progress::Reporter;
 use crate::table::Table;
-use crate::target::TargetSpec;
-use crate::target::validate::{DeviceReport, RunnerOverrides, run_on_device};
-
-/// Builds the transport a `--device` value names for `target`.
-pub fn transport_for(
-    target: &TargetSpec,
-    device: Option<&str>,
-    connect_timeout: Duration,
-    ssh_options: &[String],
-) -> Result<Box<dyn Transport>> {
-    let spec: DeviceSpec = match device {
-        Some(d) => d.parse()?,
-        None if target.is_host() => DeviceSpec::Local,
-        None => DeviceSpec::Qemu,
-    };
-    if matches!(spec, DeviceSpec::Local) && !target.is_host() {
-        bail!(
-            "--device local: {} binaries do not run on this {} host; use --device qemu or ssh://…",
-            target.triple,
-            crate::target::host_triple()
-        );
-    }
-    Ok(match spec {
-        DeviceSpec::Ssh(t) => {
-            let mut s = crate::device::ssh::SshTransport::new(t);
-            s.connect_timeout = connect_timeout;
-            s.options = ssh_options.to_vec();
-            Box::new(s)
-        }
-        other => other.transport(Some(&target.emulator))?,
-    })
-}
 
 /// Runs the bundle and prints the comparison.
 pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
@@ -51,18 +21,20 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         .bundle
         .clone()
         .unwrap_or_else(|| PathBuf::from("dist").join(&target.name));
-    let transport = transport_for(
+    let transport = crate::device::open(
         &target,
         args.device.as_deref(),
-        Duration::from_secs(args.connect_timeout),
-        &args.ssh_options,
+        &crate::device::SshSettings {
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            options: args.ssh_options.clone(),
+        },
     )?;
     reporter.line(format!(
         "running {} on {}",
         bundle.display(),
         transport.describe()
     ));
-    let report = run_on_device(
+    let report = run_bundle(
         &target,
         &bundle,
         transport.as_ref(),
@@ -85,7 +57,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
 }
 
 /// The human table of a device report.
-pub fn print_human(r: &DeviceReport) {
+pub fn print_human(r: &BenchReport) {
     let mut t = Table::new([
         "model",
         "host top-1",

@@ -6,15 +6,15 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::board::TargetSpec;
+use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+use crate::board::cross::build_runner;
 use crate::cli::{BuildArgs, GlobalArgs};
 use crate::data;
 use crate::hostcheck::ModelInfo;
 use crate::progress::Reporter;
 use crate::runner_schema::{BenchSettings, Manifest};
 use crate::table::Table;
-use crate::target::TargetSpec;
-use crate::target::bundle::{BundleInputs, make_shard, write_bundle};
-use crate::target::cross::build_runner;
 
 /// What `build` produced.
 #[derive(Debug, Serialize)]
@@ -37,13 +37,13 @@ pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     }
 }
 
-/// The default pipeline config: `models/fashion-mnist.toml` here, else in the checkout.
+/// The default pipeline config: `configs/pipeline/fashion-mnist.toml` here, else in the checkout.
 fn default_pipeline() -> PathBuf {
-    let local = PathBuf::from("models/fashion-mnist.toml");
+    let local = PathBuf::from("configs/pipeline/fashion-mnist.toml");
     if local.is_file() {
         local
     } else {
-        crate::target::source_root().join("models/fashion-mnist.toml")
+        crate::board::source_root().join("configs/pipeline/fashion-mnist.toml")
     }
 }
 
@@ -113,7 +113,7 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
         });
         info.unwrap_or_else(|_| config.data.name().to_string())
     };
-    let input = crate::pipeline::summary::report_input(&config, &summary, &profile, &dataset);
+    let input = crate::pipeline::gather::report_input(&config, &summary, &profile, &dataset);
     let files = crate::report::write_report(&summary.run_dir, &input)
         .with_context(|| format!("writing the report in {}", summary.run_dir.display()))?;
     summary.report = Some(files.html.clone());

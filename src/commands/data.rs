@@ -4,7 +4,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::{DataCommand, DataInfoArgs, GlobalArgs};
-use crate::data::batch::Normalization;
+use crate::data::prep::Normalization;
 use crate::data::{self, Dataset, ImageShape};
 use crate::table::Table;
 

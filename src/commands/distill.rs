@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::cli::{Budget, CompareArgs, DistillArgs, DistillOverrides, GlobalArgs};
+use crate::cli::{CompareArgs, CurriculumBudget, DistillArgs, DistillOverrides, GlobalArgs};
+use crate::config::distill::Method;
 use crate::config::{DistillConfig, LrStage, TrainSettings};
 use crate::data::{self, Splits};
-use crate::eval::model::{ModelMetrics, evaluate};
 use crate::fsutil::write_json_atomic;
+use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
-use crate::train::distill::{Method, distill};
+use crate::train::distill::distill;
 use crate::train::{Checkpoint, TrainReport};
 
 fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<()> {
@@ -102,8 +103,8 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
 pub struct CompareRun {
     /// Method.
     pub method: Method,
-    /// Budget (InDistill only; `None` for the others, which run the main phase alone).
-    pub budget: Option<Budget>,
+    /// CurriculumBudget (InDistill only; `None` for the others, which run the main phase alone).
+    pub budget: Option<CurriculumBudget>,
     /// Seed.
     pub seed: u64,
     /// Epochs trained.
@@ -166,7 +167,7 @@ struct Comparison<'a> {
 fn run_one(
     cmp: &Comparison<'_>,
     method: Method,
-    budget: Option<Budget>,
+    budget: Option<CurriculumBudget>,
     seed: u64,
     dir: &Path,
     reporter: &mut Reporter,
@@ -181,14 +182,14 @@ fn run_one(
         config.distill.curriculum_lr = Some(config.train.lr_at(1));
     }
     match budget {
-        Some(Budget::Equal) => {
+        Some(CurriculumBudget::Equal) => {
             let c: usize = config.distill.curriculum.iter().sum();
             config.train.schedule = shorten(&config.train.schedule, c)?;
         }
-        Some(Budget::Control) => {
+        Some(CurriculumBudget::Control) => {
             config.distill.curriculum = vec![0; config.distill.curriculum.len()];
         }
-        Some(Budget::Warmup) | None => {}
+        Some(CurriculumBudget::Warmup) | None => {}
     }
     let done = dir.join(crate::train::supervised::MODEL_FILE);
     let resume = dir.join(crate::train::supervised::CHECKPOINT_FILE).exists();
@@ -249,7 +250,7 @@ pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
     let mut runs = Vec::new();
     for &seed in &args.seeds {
         for &method in &args.methods {
-            let budgets: Vec<Option<Budget>> = if method == Method::Indistill {
+            let budgets: Vec<Option<CurriculumBudget>> = if method == Method::Indistill {
                 args.budgets.iter().copied().map(Some).collect()
             } else {
                 vec![None]
@@ -283,11 +284,11 @@ pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-fn serde_plain(b: Budget) -> &'static str {
+fn serde_plain(b: CurriculumBudget) -> &'static str {
     match b {
-        Budget::Equal => "equal",
-        Budget::Warmup => "warmup",
-        Budget::Control => "control",
+        CurriculumBudget::Equal => "equal",
+        CurriculumBudget::Warmup => "warmup",
+        CurriculumBudget::Control => "control",
     }
 }
 
@@ -323,7 +324,7 @@ pub struct CompareRow {
 fn summarize(runs: &[CompareRun]) -> Vec<CompareRow> {
     let mut labels: Vec<String> = Vec::new();
     let label_of = |r: &CompareRun| match r.budget {
-        Some(Budget::Control) => format!("{} losses, no curriculum", r.method.name()),
+        Some(CurriculumBudget::Control) => format!("{} losses, no curriculum", r.method.name()),
         Some(b) => format!("{} ({} budget)", r.method.name(), serde_plain(b)),
         None => r.method.name().to_string(),
     };

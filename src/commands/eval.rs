@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use crate::cli::{EvalArgs, GlobalArgs};
 use crate::data;
-use crate::eval::model::{ModelMetrics, evaluate};
 use crate::fsutil::write_json_atomic;
+use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;

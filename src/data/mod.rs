@@ -5,10 +5,10 @@
 //! never a panic. Pixels are kept as `u8` in CHW order; [`batch`] turns them
 //! into normalised `f32` batches.
 
-pub mod batch;
 pub mod cifar;
 pub mod folder;
 pub mod idx;
+pub mod prep;
 pub mod synthetic;
 
 use std::fmt;

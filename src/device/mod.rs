@@ -9,6 +9,7 @@
 //! pipe (so large outputs never deadlock) and are polled with `try_wait` until they exit or
 //! their limit passes, when they are killed.
 
+pub mod bench;
 pub mod local;
 pub mod qemu;
 pub mod ssh;
@@ -25,6 +26,7 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
+use std::time::Duration;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A bundle placed on a device.
@@ -192,7 +194,7 @@ pub enum DeviceSpec {
     /// Run on this host under the target's user-mode emulator.
     Qemu,
     /// Run on a board reached with the system ssh.
-    Ssh(ssh::SshTarget),
+    Ssh(ssh::SshHost),
 }
 
 impl DeviceSpec {
@@ -219,6 +221,48 @@ impl DeviceSpec {
     }
 }
 
+/// How ssh devices are reached: `--connect-timeout` and `--ssh-option`.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    /// Connection timeout.
+    pub connect_timeout: Duration,
+    /// Extra `-o` options for ssh/scp.
+    pub options: Vec<String>,
+}
+
+/// The transport a `--device` value names for `target` (default: this host for a host
+/// target, the target's emulator otherwise).
+pub fn open(
+    target: &crate::board::TargetSpec,
+    device: Option<&str>,
+    ssh: &SshSettings,
+) -> Result<Box<dyn Transport>, DeviceError> {
+    let spec: DeviceSpec = match device {
+        Some(d) => d.parse()?,
+        None if target.is_host() => DeviceSpec::Local,
+        None => DeviceSpec::Qemu,
+    };
+    Ok(match spec {
+        DeviceSpec::Local if !target.is_host() => {
+            return Err(DeviceError::InvalidUrl {
+                url: "local".to_string(),
+                message: format!(
+                    "{} binaries do not run on this {} host; use --device qemu or ssh://…",
+                    target.triple,
+                    crate::board::host_triple()
+                ),
+            });
+        }
+        DeviceSpec::Ssh(host) => {
+            let mut s = ssh::SshTransport::new(host);
+            s.connect_timeout = ssh.connect_timeout;
+            s.options = ssh.options.clone();
+            Box::new(s)
+        }
+        other => other.transport(Some(&target.emulator))?,
+    })
+}
+
 impl FromStr for DeviceSpec {
     type Err = DeviceError;
 
@@ -226,7 +270,7 @@ impl FromStr for DeviceSpec {
         match s {
             "local" => Ok(Self::Local),
             "qemu" => Ok(Self::Qemu),
-            _ if s.starts_with("ssh://") => ssh::SshTarget::parse(s).map(Self::Ssh),
+            _ if s.starts_with("ssh://") => ssh::SshHost::parse(s).map(Self::Ssh),
             _ => {
                 let message = match s.split_once("://") {
                     Some((scheme, _)) => {

@@ -19,7 +19,7 @@ use super::{
 
 /// Where a board is: the parsed form of `ssh://[user@]host[:port][/remote/dir]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshTarget {
+pub struct SshHost {
     /// Login name; `None` lets ssh pick (its config, else the local user name).
     pub user: Option<String>,
     /// Host name or address (an IPv6 address without its URL brackets).
@@ -40,7 +40,7 @@ fn is_plain_path(path: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"/._+,@=-".contains(&b))
 }
 
-impl SshTarget {
+impl SshHost {
     /// Parses `ssh://[user@]host[:port][/remote/dir]`; IPv6 addresses go in brackets.
     pub fn parse(url: &str) -> Result<Self, DeviceError> {
         let bad = |message: &str| DeviceError::InvalidUrl {
@@ -169,7 +169,7 @@ impl SshTarget {
     }
 }
 
-impl FromStr for SshTarget {
+impl FromStr for SshHost {
     type Err = DeviceError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -178,7 +178,7 @@ impl FromStr for SshTarget {
 }
 
 /// `ssh://[user@]host:port[/remote/dir]`, the port always shown.
-impl fmt::Display for SshTarget {
+impl fmt::Display for SshHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ssh://")?;
         if let Some(user) = &self.user {
@@ -209,7 +209,7 @@ pub fn shell_quote(s: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTransport {
     /// The board.
-    pub target: SshTarget,
+    pub host: SshHost,
     /// ssh's `ConnectTimeout` (TCP connect and banner exchange), also added to every
     /// command's wall-clock limit (default 10 s).
     pub connect_timeout: Duration,
@@ -244,10 +244,10 @@ const CONNECTION_PROBLEMS: &[&str] = &[
 ];
 
 impl SshTransport {
-    /// A transport to `target` with the default timeouts and programs.
-    pub fn new(target: SshTarget) -> Self {
+    /// A transport to `host` with the default timeouts and programs.
+    pub fn new(host: SshHost) -> Self {
         Self {
-            target,
+            host,
             connect_timeout: Duration::from_secs(10),
             command_timeout: Duration::from_secs(60),
             transfer_timeout: Duration::from_secs(600),
@@ -280,9 +280,9 @@ impl SshTransport {
         let mut cmd = Command::new(&self.ssh);
         cmd.args(self.common_options())
             .arg("-p")
-            .arg(self.target.port.to_string())
+            .arg(self.host.port.to_string())
             .arg("--")
-            .arg(self.target.destination())
+            .arg(self.host.destination())
             .arg(remote);
         cmd
     }
@@ -296,7 +296,7 @@ impl SshTransport {
             .arg("-p")
             .args(self.common_options())
             .arg("-P")
-            .arg(self.target.port.to_string());
+            .arg(self.host.port.to_string());
         if self.ssh != "ssh" {
             cmd.arg("-S").arg(&self.ssh);
         }
@@ -430,9 +430,9 @@ fn remote_seconds(timeout: Duration) -> u64 {
 
 impl Transport for SshTransport {
     fn describe(&self) -> String {
-        SshTarget {
+        SshHost {
             remote_dir: None,
-            ..self.target.clone()
+            ..self.host.clone()
         }
         .to_string()
     }
@@ -463,7 +463,7 @@ impl Transport for SshTransport {
         }
         entries.sort();
 
-        let placed = match &self.target.remote_dir {
+        let placed = match &self.host.remote_dir {
             Some(dir) => RemoteBundle {
                 dir: dir.clone(),
                 owned: false,
@@ -482,7 +482,7 @@ impl Transport for SshTransport {
         if entries.is_empty() {
             return Ok(placed);
         }
-        let to = self.target.scp_location(&format!("{}/", placed.dir));
+        let to = self.host.scp_location(&format!("{}/", placed.dir));
         let mut args = vec![OsString::from("-r")];
         args.extend(entries.into_iter().map(PathBuf::into_os_string));
         args.push(OsString::from(&to));
@@ -576,7 +576,7 @@ impl Transport for SshTransport {
         if let Some(parent) = local.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_err(parent, e))?;
         }
-        let from = self.target.scp_location(&remote);
+        let from = self.host.scp_location(&remote);
         let args = [OsString::from(&from), local.clone().into_os_string()];
         let shown = format!("scp {from} {}", local.display());
         self.copy(&args, &shown, &format!("downloading {file}"))
@@ -608,10 +608,10 @@ mod tests {
 
     #[test]
     fn parses_targets() {
-        let t = SshTarget::parse("ssh://board").unwrap();
+        let t = SshHost::parse("ssh://board").unwrap();
         assert_eq!(
             t,
-            SshTarget {
+            SshHost {
                 user: None,
                 host: "board".into(),
                 port: 22,
@@ -619,7 +619,7 @@ mod tests {
             }
         );
         assert_eq!(t.to_string(), "ssh://board:22");
-        let t: SshTarget = "ssh://pi@10.0.0.7:2222/home/pi/bench/".parse().unwrap();
+        let t: SshHost = "ssh://pi@10.0.0.7:2222/home/pi/bench/".parse().unwrap();
         assert_eq!(t.user.as_deref(), Some("pi"));
         assert_eq!(t.host, "10.0.0.7");
         assert_eq!(t.port, 2222);
@@ -627,14 +627,14 @@ mod tests {
         assert_eq!(t.to_string(), "ssh://pi@10.0.0.7:2222/home/pi/bench");
         assert_eq!(t.destination(), "pi@10.0.0.7");
         assert_eq!(t.scp_location("/x"), "pi@10.0.0.7:/x");
-        let t = SshTarget::parse("ssh://root@[fe80::1%eth0]:2200/").unwrap();
+        let t = SshHost::parse("ssh://root@[fe80::1%eth0]:2200/").unwrap();
         assert_eq!(t.host, "fe80::1%eth0");
         assert_eq!(t.port, 2200);
         assert_eq!(t.remote_dir, None);
         assert_eq!(t.destination(), "root@fe80::1%eth0");
         assert_eq!(t.scp_location("/x"), "root@[fe80::1%eth0]:/x");
         assert_eq!(t.to_string(), "ssh://root@[fe80::1%eth0]:2200");
-        let t = SshTarget::parse("ssh://[::1]").unwrap();
+        let t = SshHost::parse("ssh://[::1]").unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 22));
     }
 
@@ -660,7 +660,7 @@ mod tests {
             ("ssh://bo;ard", "bad host"),
         ];
         for (url, want) in cases {
-            let msg = SshTarget::parse(url).unwrap_err().to_string();
+            let msg = SshHost::parse(url).unwrap_err().to_string();
             assert!(msg.contains(want), "{url}: `{msg}` lacks `{want}`");
             assert!(
                 msg.starts_with(&format!("invalid device `{url}`: ")),
@@ -722,7 +722,7 @@ mod tests {
 
     #[test]
     fn command_lines_carry_the_options() {
-        let mut t = SshTransport::new(SshTarget::parse("ssh://pi@board:2022").unwrap());
+        let mut t = SshTransport::new(SshHost::parse("ssh://pi@board:2022").unwrap());
         t.options.push("IdentityFile=/k".into());
         let cmd = t.ssh_command("true");
         let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
@@ -872,7 +872,7 @@ mod tests {
         let remote = tempfile::tempdir().unwrap();
         let dir = remote.path().join("bench");
         let mut t = sshd.transport();
-        t.target.remote_dir = Some(dir.to_str().unwrap().to_string());
+        t.host.remote_dir = Some(dir.to_str().unwrap().to_string());
         let bundle = script_bundle();
         let placed = t.upload(bundle.path()).unwrap();
         assert_eq!(
@@ -915,7 +915,7 @@ mod tests {
             return None;
         }
         let home = tempfile::tempdir().unwrap();
-        let mut t = SshTransport::new(SshTarget {
+        let mut t = SshTransport::new(SshHost {
             user: Some("nobody".into()),
             host: "127.0.0.1".into(),
             port,
@@ -1025,7 +1025,7 @@ mod tests {
         // an ssh that never returns stands in for a board that stalls after connecting
         let dir = tempfile::tempdir().unwrap();
         write_script(dir.path(), "ssh", "exec sleep 30");
-        let mut t = SshTransport::new(SshTarget::parse("ssh://127.0.0.1").unwrap());
+        let mut t = SshTransport::new(SshHost::parse("ssh://127.0.0.1").unwrap());
         t.ssh = dir.path().join("ssh").display().to_string();
         t.connect_timeout = Duration::from_secs(1);
         t.command_timeout = Duration::from_secs(1);
@@ -1048,7 +1048,7 @@ mod tests {
 
     #[test]
     fn missing_ssh_is_reported() {
-        let mut t = SshTransport::new(SshTarget::parse("ssh://127.0.0.1").unwrap());
+        let mut t = SshTransport::new(SshHost::parse("ssh://127.0.0.1").unwrap());
         t.ssh = "distill-edge-no-such-ssh".into();
         let bundle = script_bundle();
         let err = t.upload(bundle.path()).unwrap_err();
@@ -1061,7 +1061,7 @@ mod tests {
 
     #[test]
     fn bad_paths_are_refused() {
-        let t = SshTransport::new(SshTarget::parse("ssh://127.0.0.1").unwrap());
+        let t = SshTransport::new(SshHost::parse("ssh://127.0.0.1").unwrap());
         let placed = RemoteBundle {
             dir: "/tmp/a b".into(),
             owned: true,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::ssh::{SshTarget, SshTransport};
+use super::ssh::{SshHost, SshTransport};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -88,7 +88,7 @@ impl TestSshd {
 
     /// A transport logging in with the client key, trusting the host key on first use.
     pub fn transport(&self) -> SshTransport {
-        let mut t = SshTransport::new(SshTarget {
+        let mut t = SshTransport::new(SshHost {
             user: Some(self.user.clone()),
             host: "127.0.0.1".to_string(),
             port: self.port,

@@ -1,5 +1,7 @@
 //! Models: specs (TOML) and the burn modules built from them.
 
+pub mod evaluate;
+pub mod infer;
 pub mod net;
 pub mod spec;
 

@@ -12,7 +12,7 @@ use super::fold::fold_batch_norm;
 use super::proto::{self, pb};
 use super::qdq::{self, QuantizeOptions, Ranges};
 use crate::data::Dataset;
-use crate::data::batch::fill_batch;
+use crate::data::prep::fill_batch;
 use crate::infer::Batch;
 use crate::infer::tract::TractEngine;
 use crate::model::ConvNet;
@@ -154,7 +154,7 @@ fn json<T: Serialize + ?Sized>(value: &T) -> String {
 pub fn calibrate(
     model: &pb::ModelProto,
     data: &Dataset,
-    norm: &crate::data::batch::Normalization,
+    norm: &crate::data::prep::Normalization,
     images: usize,
 ) -> Result<Ranges, ExportError> {
     let names = qdq::calibration_tensors(model);
@@ -240,7 +240,7 @@ pub fn summarize(
 pub fn images_f32(
     data: &Dataset,
     indices: &[usize],
-    norm: &crate::data::batch::Normalization,
+    norm: &crate::data::prep::Normalization,
 ) -> Vec<f32> {
     let mut out = Vec::new();
     fill_batch(data, indices, norm, None, &mut out);

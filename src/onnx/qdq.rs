@@ -84,7 +84,7 @@ impl Kind {
 }
 
 /// A Conv or MatMul whose weight (and Conv bias) are float initializers.
-struct Target {
+struct QuantOp {
     node: usize,
     kind: Kind,
     activation: String,
@@ -104,7 +104,10 @@ fn float_initializers(graph: &pb::GraphProto) -> HashMap<&str, (Vec<i64>, Vec<f3
         .collect()
 }
 
-fn targets(graph: &pb::GraphProto, floats: &HashMap<&str, (Vec<i64>, Vec<f32>)>) -> Vec<Target> {
+fn quantizable_ops(
+    graph: &pb::GraphProto,
+    floats: &HashMap<&str, (Vec<i64>, Vec<f32>)>,
+) -> Vec<QuantOp> {
     let mut out = Vec::new();
     for (i, node) in graph.node.iter().enumerate() {
         if !node.domain().is_empty() && node.domain() != "ai.onnx" {
@@ -136,7 +139,7 @@ fn targets(graph: &pb::GraphProto, floats: &HashMap<&str, (Vec<i64>, Vec<f32>)>)
             }),
             Kind::MatMul => None,
         };
-        out.push(Target {
+        out.push(QuantOp {
             node: i,
             kind,
             activation: activation.clone(),
@@ -155,7 +158,7 @@ pub fn calibration_tensors(model: &pb::ModelProto) -> Vec<String> {
     };
     let floats = float_initializers(graph);
     let mut seen = HashSet::new();
-    targets(graph, &floats)
+    quantizable_ops(graph, &floats)
         .into_iter()
         .filter(|t| seen.insert(t.activation.clone()))
         .map(|t| t.activation)
@@ -309,10 +312,10 @@ pub fn quantize_qdq(
         )));
     }
     let floats = float_initializers(source);
-    let targets = targets(source, &floats);
+    let ops = quantizable_ops(source, &floats);
     let mut graph = source.clone();
     let mut names = Names::new(&graph);
-    let by_node: HashMap<usize, &Target> = targets.iter().map(|t| (t.node, t)).collect();
+    let by_node: HashMap<usize, &QuantOp> = ops.iter().map(|t| (t.node, t)).collect();
 
     let mut initializers: Vec<pb::TensorProto> = Vec::new();
     // tensor -> (its DequantizeLinear output, activation scale)
@@ -325,7 +328,7 @@ pub fn quantize_qdq(
     let (mut bytes_before, mut bytes_after, mut quantized_biases) = (0usize, 0usize, 0usize);
 
     let old_nodes = std::mem::take(&mut graph.node);
-    let mut nodes = Vec::with_capacity(old_nodes.len() + 4 * targets.len());
+    let mut nodes = Vec::with_capacity(old_nodes.len() + 4 * ops.len());
     for (i, mut node) in old_nodes.into_iter().enumerate() {
         let Some(t) = by_node.get(&i) else {
             nodes.push(node);
@@ -502,7 +505,7 @@ pub fn quantize_qdq(
     graph.initializer.extend(initializers);
 
     let summary = QdqSummary {
-        quantized_nodes: targets.len(),
+        quantized_nodes: ops.len(),
         activation_tensors: activations.len(),
         quantized_biases,
         per_channel_weights: opts.per_channel_weights,

@@ -1,13 +1,13 @@
-//! The pipeline config (`models/fashion-mnist.toml`): dataset, teacher, optional auxiliary,
+//! The pipeline config (`configs/pipeline/fashion-mnist.toml`): dataset, teacher, optional auxiliary,
 //! student, baselines, export, host check and targets, with named profiles that overlay it.
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::distill::{DistillSettings, Method};
 use crate::config::{ConfigError, TrainSettings};
 use crate::data::DataSource;
-use crate::train::distill::{DistillSettings, Method};
 
 /// A network trained with cross-entropy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -293,7 +293,7 @@ mod tests {
 
     fn shipped(name: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("models")
+            .join("configs/pipeline")
             .join(name)
     }
 

@@ -5,7 +5,7 @@
 //! stage keeps the previous good artifacts and a killed one resumes from its checkpoint.
 
 pub mod config;
-pub mod summary;
+pub mod gather;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,18 +13,19 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::board::TargetSpec;
+use crate::config::distill::Method;
 use crate::config::{DistillConfig, TrainSettings};
 use crate::data::{self, Splits};
-use crate::eval::model::evaluate;
 use crate::eval::retrieval::RetrievalMetrics;
 use crate::fsutil::{sha256_file, sha256_hex, write_json_atomic};
 use crate::hostcheck::{EngineReport, LatencyPlan, ModelInfo, check_engines};
 use crate::infer::Engine;
 use crate::infer::tract::TractEngine;
 use crate::model::ModelSpec;
+use crate::model::evaluate::evaluate;
 use crate::progress::Reporter;
-use crate::target::TargetSpec;
-use crate::train::distill::{Method, distill};
+use crate::train::distill::distill;
 use crate::train::supervised::{JobIdentity, MODEL_FILE, TrainOptions, train};
 use crate::train::{Checkpoint, TrainError};
 use config::{AuxInit, PipelineConfig};
@@ -124,7 +125,7 @@ fn fingerprint(value: &serde_json::Value) -> String {
 
 /// Hash of the runner's sources and the lock file: a new runner means new bundles.
 fn runner_source_digest() -> String {
-    let root = crate::target::source_root();
+    let root = crate::board::source_root();
     let mut parts = String::new();
     for f in [
         "runner/src/main.rs",
@@ -670,22 +671,22 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildSummar
                 "cross-compiling the runner for {} ({})",
                 target.name, target.triple
             ));
-            let runner = crate::target::cross::build_runner(target)?;
+            let runner = crate::board::cross::build_runner(target)?;
             let splits = b.splits()?;
             let info = ModelInfo::read(&export_dir.join("student.onnx"))?;
             let norm = info
                 .normalization
                 .context("student.onnx has no normalisation metadata")?;
             let shard =
-                crate::target::bundle::make_shard(&splits.test, &norm, config.targets.shard_size);
+                crate::board::bundle::make_shard(&splits.test, &norm, config.targets.shard_size);
             let mut models = vec![("fp32".to_string(), export_dir.join("student.onnx"))];
             if export_dir.join("student.int8.onnx").exists() {
                 models.push(("int8".to_string(), export_dir.join("student.int8.onnx")));
             }
             rep.line("writing the bundle (host reference outputs with tract)");
-            crate::target::bundle::write_bundle(
+            crate::board::bundle::write_bundle(
                 &dir.join("bundle"),
-                &crate::target::bundle::BundleInputs {
+                &crate::board::bundle::BundleInputs {
                     target,
                     runner: &runner,
                     models,
@@ -706,14 +707,16 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildSummar
             &serde_json::json!({"stage": device_name, "bundle": bundle_fp, "device": opts.device}),
         );
         b.stage(&device_name, device_fp, |_, dir, rep| {
-            let transport = crate::commands::bench::transport_for(
+            let transport = crate::device::open(
                 target,
                 opts.device.as_deref(),
-                opts.connect_timeout,
-                &opts.ssh_options,
+                &crate::device::SshSettings {
+                    connect_timeout: opts.connect_timeout,
+                    options: opts.ssh_options.clone(),
+                },
             )?;
             rep.line(format!("running the bundle on {}", transport.describe()));
-            let report = crate::target::validate::run_on_device(
+            let report = crate::device::bench::run_bundle(
                 target,
                 &bundle_dir.join("bundle"),
                 transport.as_ref(),

@@ -2,8 +2,8 @@
 
 use super::fmt;
 use super::{ModelRow, Plot, ReportInput};
+use crate::device::bench::BenchReport;
 use crate::hostcheck::EngineReport;
-use crate::target::validate::DeviceReport;
 
 /// How a cell or callout should stand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -460,7 +460,7 @@ fn host_row(e: &EngineReport, model: &str) -> Vec<Cell> {
     ]
 }
 
-fn devices(devices: &[DeviceReport], b: &mut Vec<Block>) {
+fn devices(devices: &[BenchReport], b: &mut Vec<Block>) {
     b.push(Block::Heading(2, "Devices".into(), None));
     if devices.is_empty() {
         b.push(Block::Para("No device validation was run.".into()));

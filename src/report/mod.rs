@@ -15,7 +15,7 @@ mod fmt;
 mod html;
 mod markdown;
 mod plots;
-mod summary;
+mod terminal;
 #[cfg(test)]
 mod tests;
 
@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
 
-pub use summary::summary;
+pub use terminal::summary;
 
 /// Everything the report shows about one `distill-edge build` run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,7 +52,7 @@ pub struct ReportInput {
     /// Parallel to `host_checks`: which model each entry checked (`fp32` / `int8`).
     pub host_check_models: Vec<String>,
     /// Device validations (may be empty).
-    pub devices: Vec<crate::target::validate::DeviceReport>,
+    pub devices: Vec<crate::device::bench::BenchReport>,
     /// Honest remarks to print (e.g. `short schedule: ...`).
     pub notes: Vec<String>,
 }

@@ -2,11 +2,11 @@ use std::path::Path;
 
 use super::plots::{BAND_FILLS, phase_runs};
 use super::*;
+use crate::device::bench::{BenchReport, ModelCheck};
 use crate::eval::latency::LatencyStats;
 use crate::hostcheck::{EngineReport, LatencyAt};
 use crate::infer::parity::{Parity, Tolerance};
 use crate::runner_schema::{Latency, ModelResult};
-use crate::target::validate::{DeviceReport, ModelCheck};
 use crate::train::EpochRecord;
 
 fn epoch(n: usize, phase: &str, acc: f64, loss: f64, train_acc: Option<f64>) -> EpochRecord {
@@ -263,7 +263,7 @@ fn input() -> ReportInput {
             },
         ],
         host_check_models: vec!["fp32".into(), "int8".into()],
-        devices: vec![DeviceReport {
+        devices: vec![BenchReport {
             target: "rpi4".into(),
             device: "qemu-aarch64 (user mode)".into(),
             emulated: true,

@@ -13,7 +13,7 @@ use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::data::batch::Normalization;
+use crate::data::prep::Normalization;
 use crate::fsutil::write_atomic;
 use crate::model::{Architecture, ConvNet};
 

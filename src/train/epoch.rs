@@ -7,10 +7,10 @@ use burn::optim::{AdamConfig, ModuleOptimizer, decay::WeightDecayConfig};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::TrainError;
-use super::batches::batch_tensors;
 use crate::config::AdamSettings;
 use crate::data::Dataset;
-use crate::data::batch::{Augment, Normalization, batches, epoch_order};
+use crate::data::prep::{Augment, Normalization, batches, epoch_order};
+use crate::model::infer::batch_tensors;
 use crate::progress::Reporter;
 
 /// What one optimisation step reports back.

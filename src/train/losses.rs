@@ -1,24 +1,11 @@
 //! Distillation losses on burn tensors: PKT, MSE, Hinton KD, cross-entropy.
 
+use crate::config::distill::PktKernel;
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::{Int, Tensor};
-use serde::{Deserialize, Serialize};
 
 /// Guards divisions and logarithms, as in the PKT reference code.
 const EPS: f32 = 1e-7;
-
-/// Similarity kernel of PKT.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PktKernel {
-    /// (cos + 1) / 2 between L2-normalised rows (the PKT reference).
-    Cosine,
-    /// 1 / (1 + d) with d the Euclidean distance between rows (heavy-tailed).
-    StudentT,
-    /// The sum of the two losses (default).
-    #[default]
-    Combined,
-}
 
 /// Row-normalised kernel matrix `[b, b]` of `x` `[b, d]`.
 fn kernel_probabilities(x: Tensor<2>, kernel: PktKernel) -> Tensor<2> {

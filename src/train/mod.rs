@@ -1,6 +1,5 @@
 //! Training: the supervised loop, checkpoints, and the pieces distillation reuses.
 
-pub mod batches;
 pub mod checkpoint;
 pub mod distill;
 pub mod epoch;

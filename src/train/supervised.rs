@@ -10,14 +10,14 @@ use burn::tensor::{Bytes, Int, Tensor};
 use serde::Serialize;
 
 use super::TrainError;
-use super::batches::{loss_and_accuracy, predict};
 use super::checkpoint::{Checkpoint, CheckpointHeader, EpochRecord, FORMAT};
 use super::epoch::{EpochPlan, StepOutcome, adam, count_correct, run_epoch};
 use super::losses::cross_entropy;
 use crate::config::TrainSettings;
 use crate::data::Splits;
-use crate::data::batch::Normalization;
+use crate::data::prep::Normalization;
 use crate::fsutil::write_json_atomic;
+use crate::model::infer::{loss_and_accuracy, predict};
 use crate::model::{Architecture, ConvNet};
 use crate::progress::Reporter;
 use crate::runtime;

@@ -2,7 +2,6 @@
 
 pub mod bundle;
 pub mod cross;
-pub mod validate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +13,7 @@ use crate::config::{ConfigError, parse_toml};
 /// Budgets of a board class.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub struct Budget {
+pub struct LatencyBudget {
     /// Batch-1 p50 latency (ms) expected on a real board; not checked under emulation.
     pub latency_p50_ms: f64,
     /// Largest top-1 drop (points) of an int8 model against fp32 on the shard.
@@ -81,7 +80,7 @@ pub struct TargetSpec {
     #[serde(default)]
     pub optimize: Optimize,
     /// Budgets.
-    pub budget: Budget,
+    pub budget: LatencyBudget,
 }
 
 /// The `targets/` directory of this checkout (compiled-in path; `DISTILL_EDGE_SOURCE`

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::TargetSpec;
-use crate::device::{DeviceError, Transport};
+use super::{DeviceError, Transport};
+use crate::board::TargetSpec;
 use crate::infer::parity::{Parity, Tolerance, compare};
 use crate::runner_schema::{MANIFEST, Manifest, ModelResult, RunnerResult};
 
 /// Errors running a bundle on a device.
 #[derive(Debug, thiserror::Error)]
-pub enum ValidateError {
+pub enum BenchError {
     /// The device failed.
     #[error(transparent)]
     Device(#[from] DeviceError),
@@ -57,7 +57,7 @@ pub struct ModelCheck {
 
 /// What `bench` found.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct DeviceReport {
+pub struct BenchReport {
     /// Target name.
     pub target: String,
     /// Device description.
@@ -68,7 +68,7 @@ pub struct DeviceReport {
     pub arch: String,
     /// Per model.
     pub models: Vec<ModelCheck>,
-    /// Budget of the target, ms (batch-1 p50).
+    /// Latency budget of the target, ms (batch-1 p50).
     pub latency_budget_ms: f64,
     /// Wall time of the whole device round trip, seconds.
     pub seconds: f64,
@@ -91,20 +91,20 @@ pub struct RunnerOverrides {
     pub seconds: Option<f64>,
 }
 
-fn read_manifest(bundle: &Path) -> Result<Manifest, ValidateError> {
+fn read_manifest(bundle: &Path) -> Result<Manifest, BenchError> {
     let path = bundle.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| ValidateError::File {
+    let text = std::fs::read_to_string(&path).map_err(|e| BenchError::File {
         path: path.display().to_string(),
         message: format!("{e} (build the bundle first: distill-edge build --target …)"),
     })?;
-    serde_json::from_str(&text).map_err(|e| ValidateError::File {
+    serde_json::from_str(&text).map_err(|e| BenchError::File {
         path: path.display().to_string(),
         message: format!("not a bundle manifest: {e}"),
     })
 }
 
-fn read_f32(path: &Path) -> Result<Vec<f32>, ValidateError> {
-    let bytes = std::fs::read(path).map_err(|e| ValidateError::File {
+fn read_f32(path: &Path) -> Result<Vec<f32>, BenchError> {
+    let bytes = std::fs::read(path).map_err(|e| BenchError::File {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
@@ -115,13 +115,13 @@ fn read_f32(path: &Path) -> Result<Vec<f32>, ValidateError> {
 }
 
 /// Uploads `bundle`, runs the runner through `transport`, downloads and compares.
-pub fn run_on_device(
+pub fn run_bundle(
     target: &TargetSpec,
     bundle: &Path,
     transport: &dyn Transport,
     overrides: &RunnerOverrides,
     timeout: Duration,
-) -> Result<DeviceReport, ValidateError> {
+) -> Result<BenchReport, BenchError> {
     let started = std::time::Instant::now();
     let manifest = read_manifest(bundle)?;
     let work_dir = TempDir(tempfile_dir()?);
@@ -143,7 +143,7 @@ pub fn run_on_device(
     } else {
         Vec::new()
     };
-    let outcome = (|| -> Result<RunnerResult, ValidateError> {
+    let outcome = (|| -> Result<RunnerResult, BenchError> {
         let out = transport.run(&remote, "distill-edge-runner", &args, &env, timeout)?;
         if !out.success() {
             let message = out
@@ -152,7 +152,7 @@ pub fn run_on_device(
                 .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("no error output")
                 .to_string();
-            return Err(ValidateError::Runner {
+            return Err(BenchError::Runner {
                 device: transport.describe(),
                 message: format!("exit status {:?}: {message}", out.status),
             });
@@ -163,11 +163,11 @@ pub fn run_on_device(
             let f = format!("outputs-{}.bin", m.name);
             transport.download(&remote, &f, &work.join(&f))?;
         }
-        let text = std::fs::read_to_string(&local).map_err(|e| ValidateError::File {
+        let text = std::fs::read_to_string(&local).map_err(|e| BenchError::File {
             path: local.display().to_string(),
             message: e.to_string(),
         })?;
-        serde_json::from_str(&text).map_err(|e| ValidateError::File {
+        serde_json::from_str(&text).map_err(|e| BenchError::File {
             path: local.display().to_string(),
             message: format!("not a runner result: {e}"),
         })
@@ -246,7 +246,7 @@ pub fn run_on_device(
             ));
         }
     }
-    Ok(DeviceReport {
+    Ok(BenchReport {
         target: target.name.clone(),
         device: transport.describe(),
         emulated,
@@ -269,7 +269,7 @@ impl Drop for TempDir {
     }
 }
 
-fn tempfile_dir() -> Result<std::path::PathBuf, ValidateError> {
+fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
     let dir = std::env::temp_dir().join(format!(
         "distill-edge-result-{}-{}",
         std::process::id(),
@@ -277,7 +277,7 @@ fn tempfile_dir() -> Result<std::path::PathBuf, ValidateError> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos())
     ));
-    std::fs::create_dir_all(&dir).map_err(|e| ValidateError::File {
+    std::fs::create_dir_all(&dir).map_err(|e| BenchError::File {
         path: dir.display().to_string(),
         message: e.to_string(),
     })?;
@@ -287,11 +287,11 @@ fn tempfile_dir() -> Result<std::path::PathBuf, ValidateError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::batch::Normalization;
+    use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+    use crate::data::prep::Normalization;
     use crate::model::{ConvNet, ModelSpec};
     use crate::onnx::export::{ExportOptions, export_model};
     use crate::runner_schema::BenchSettings;
-    use crate::target::bundle::{BundleInputs, make_shard, write_bundle};
     use crate::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
 
     /// Builds the runner for this host with cargo (dev profile: it shares the test build's
@@ -389,7 +389,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (target, bundle) = host_bundle(tmp.path());
         let transport = sshd.transport();
-        let report = run_on_device(
+        let report = run_bundle(
             &target,
             &bundle,
             &transport,
@@ -408,7 +408,7 @@ mod tests {
         let mut bytes = std::fs::read(&model).unwrap();
         bytes[100] ^= 0xff;
         std::fs::write(&model, bytes).unwrap();
-        let err = run_on_device(
+        let err = run_bundle(
             &target,
             &bundle,
             &transport,

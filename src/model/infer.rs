@@ -3,7 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::data::Dataset;
-use crate::data::batch::{Augment, Normalization, fill_batch};
+use crate::data::prep::{Augment, Normalization, fill_batch};
 use crate::model::ConvNet;
 
 /// Images `[b, c, h, w]` (normalised, maybe augmented) and labels `[b]` on `device`.

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use super::{BuildSummary, EVAL_FILE, HostCheckRecord, StageEval};
+use crate::device::bench::BenchReport;
 use crate::report::{Curve, ModelRow, ReportInput, StageRow};
-use crate::target::validate::DeviceReport;
 use crate::train::Checkpoint;
 use crate::train::supervised::MODEL_FILE;
 
@@ -38,7 +38,7 @@ pub fn report_input(
     let mut curves = Vec::new();
     let mut host_checks = Vec::new();
     let mut host_check_models = Vec::new();
-    let mut devices: Vec<DeviceReport> = Vec::new();
+    let mut devices: Vec<BenchReport> = Vec::new();
     let onnx_bytes = std::fs::metadata(summary.run_dir.join("export/student.onnx"))
         .ok()
         .map(|m| m.len());
@@ -73,7 +73,7 @@ pub fn report_input(
                 }
             }
         }
-        if let Some(d) = read_json::<DeviceReport>(&s.dir.join("device.json")) {
+        if let Some(d) = read_json::<BenchReport>(&s.dir.join("device.json")) {
             devices.push(d);
         }
     }

@@ -72,7 +72,7 @@ pub fn check_toolchain(target: &TargetSpec) -> Result<(), CrossError> {
 }
 
 /// Where cross builds go: `CARGO_TARGET_DIR`, else `~/.cache/distill-edge/target`.
-pub fn target_dir() -> PathBuf {
+pub fn cargo_build_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .or_else(|| {
@@ -96,7 +96,7 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
             "--target",
             &target.triple,
         ])
-        .env("CARGO_TARGET_DIR", target_dir());
+        .env("CARGO_TARGET_DIR", cargo_build_dir());
     let upper = target.triple.to_uppercase().replace('-', "_");
     let lower = target.triple.replace('-', "_");
     if let Some(l) = &target.linker {
@@ -140,7 +140,7 @@ pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
             tail: tail.join(" | "),
         });
     }
-    Ok(target_dir()
+    Ok(cargo_build_dir()
         .join(&target.triple)
         .join(target.optimize.profile())
         .join("distill-edge-runner"))

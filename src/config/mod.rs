@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod distill;
+
 use crate::data::DataSource;
-use crate::data::batch::Augment;
+use crate::data::prep::Augment;
 use crate::fsutil::sha256_hex;
+pub use distill::DistillSettings;
 
 /// Errors reading or validating a config file.
 #[derive(Debug, thiserror::Error)]
@@ -409,7 +412,7 @@ pub struct DistillConfig {
     /// Main-phase schedule, batch size, augmentation, optimizer.
     pub train: TrainSettings,
     /// Method and its settings.
-    pub distill: crate::train::distill::DistillSettings,
+    pub distill: DistillSettings,
 }
 
 impl DistillConfig {
@@ -433,7 +436,7 @@ impl DistillConfig {
 
     /// Checks every section.
     pub fn validate(&self, origin: &str, student_blocks: usize) -> Result<(), ConfigError> {
-        use crate::train::distill::Method;
+        use distill::Method;
         let bad = |field: &str, message: String| ConfigError::Invalid {
             origin: origin.to_string(),
             field: field.to_string(),

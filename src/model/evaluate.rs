@@ -2,12 +2,12 @@
 
 use serde::Serialize;
 
-use super::classification::{ConfusionMatrix, argmax_rows};
-use super::retrieval::{RetrievalError, RetrievalMetrics, evaluate_both};
 use crate::data::Splits;
-use crate::data::batch::Normalization;
+use crate::data::prep::Normalization;
+use crate::eval::classification::{ConfusionMatrix, argmax_rows};
+use crate::eval::retrieval::{RetrievalError, RetrievalMetrics, evaluate_both};
 use crate::model::ConvNet;
-use crate::train::batches::{loss_and_accuracy, predict};
+use crate::model::infer::{loss_and_accuracy, predict};
 
 /// What [`evaluate`] measured.
 #[derive(Debug, Clone, Serialize)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::TargetSpec;
 use crate::data::Dataset;
-use crate::data::batch::{Normalization, fill_batch};
+use crate::data::prep::{Normalization, fill_batch};
 use crate::fsutil::{sha256_file, sha256_hex};
 use crate::infer::Batch;
 use crate::infer::tract::TractEngine;
