@@ -8,7 +8,6 @@ use anyhow::{Result, bail};
 use crate::board::TargetSpec;
 use crate::cli::{BenchArgs, GlobalArgs};
 use crate::device::bench::{BenchReport, RunnerOverrides, run_bundle};
-use crate::device::{DeviceSpec, Transport};
 use crate::eval::latency::{LatencyStats, latency_table};
 use crate::progress::Reporter;
 use crate::table::Table;

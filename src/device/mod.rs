@@ -26,7 +26,6 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A bundle placed on a device.

@@ -3,12 +3,11 @@
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor};
-use serde::{Deserialize, Serialize};
 
 use super::losses::{cross_entropy, kd, mse, pkt};
 use super::supervised::Objective;
 use crate::config::TrainSettings;
-use crate::config::distill::{DistillSettings, LossWeights, Method, PktKernel};
+use crate::config::distill::{DistillSettings, Method};
 use crate::model::ConvNet;
 use crate::prune::PrunedTeacher;
 
@@ -262,6 +261,7 @@ pub fn distill(
 mod tests {
     use super::*;
     use crate::config::LrStage;
+    use crate::config::distill::PktKernel;
 
     fn settings(method: Method, curriculum: Vec<usize>) -> DistillSettings {
         DistillSettings {
