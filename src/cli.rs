@@ -1,12 +1,26 @@
 //! Command-line types (clap derive). Doc comments here are the `--help` text.
+//!
+//! Domain enums do not derive clap traits: the values a flag accepts are CLI-only mirror
+//! enums here ([`MethodArg`], [`OptimizeArg`]) converted with `From`.
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::{EnumValueParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::board::Optimize;
+use crate::config::distill::Method;
 
 /// Train a teacher, distill a compact student and prove it on the target board.
 #[derive(Debug, Parser)]
-#[command(name = "distill-edge", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "distill-edge",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = crate::exit::HELP
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -65,7 +79,7 @@ pub enum Command {
     /// Validate an ONNX model on the host: top-1 per engine, output parity with burn and
     /// between engines, latency at batch 1 and 32, size, parameters, MACs.
     ///
-    /// Exits with 1 when parity fails or the accuracy drop exceeds `--max-accuracy-drop`.
+    /// Exits with 3 when parity fails or the accuracy drop exceeds `--max-accuracy-drop`.
     Check(CheckArgs),
     /// Build everything from data to a validated bundle, like `cargo build`: train the teacher,
     /// the auxiliary and the student (InDistill), export, check on the host, cross-compile
@@ -175,7 +189,7 @@ pub struct DataInfoArgs {
 }
 
 /// Weight quantization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantizeMode {
     /// int8 QDQ: Quantize/DequantizeLinear around every Conv and MatMul.
     Int8,
@@ -272,8 +286,8 @@ pub struct DistillArgs {
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
     /// Method (default: the config's).
-    #[arg(long, value_enum)]
-    pub method: Option<crate::config::distill::Method>,
+    #[arg(long, value_parser = method_parser())]
+    pub method: Option<Method>,
     #[command(flatten)]
     pub overrides: DistillOverrides,
     /// Seed for weights, shuffling and augmentation.
@@ -293,8 +307,81 @@ pub struct DistillArgs {
     pub force: bool,
 }
 
+/// `--method` values: the CLI mirror of [`Method`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// InDistill: curriculum of pruned-teacher layers (MSE), then the main losses.
+    Indistill,
+    /// PKT on the embedding only (the head is never trained: judge it by retrieval).
+    Pkt,
+    /// Hinton KD on the logits (with a little cross-entropy).
+    Kd,
+    /// The student alone, cross-entropy on the labels.
+    None,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Indistill => Method::Indistill,
+            MethodArg::Pkt => Method::Pkt,
+            MethodArg::Kd => Method::Kd,
+            MethodArg::None => Method::None,
+        }
+    }
+}
+
+impl From<Method> for MethodArg {
+    fn from(m: Method) -> Self {
+        match m {
+            Method::Indistill => MethodArg::Indistill,
+            Method::Pkt => MethodArg::Pkt,
+            Method::Kd => MethodArg::Kd,
+            Method::None => MethodArg::None,
+        }
+    }
+}
+
+/// Parses a `--method` value ([`MethodArg`]) into a [`Method`].
+pub fn method_parser() -> impl TypedValueParser<Value = Method> {
+    EnumValueParser::<MethodArg>::new().map(Method::from)
+}
+
+/// `--optimize` values: the CLI mirror of [`Optimize`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizeArg {
+    /// Profile `runner` (opt-level 3): the fastest runner (about 19 MB on aarch64).
+    Speed,
+    /// Profile `runner-size` (opt-level "z"): about 8 MB on aarch64, same outputs, 1.5-1.7x
+    /// the latency on x86_64 (docs/BENCHMARKS.md).
+    Size,
+}
+
+impl From<OptimizeArg> for Optimize {
+    fn from(o: OptimizeArg) -> Self {
+        match o {
+            OptimizeArg::Speed => Optimize::Speed,
+            OptimizeArg::Size => Optimize::Size,
+        }
+    }
+}
+
+impl From<Optimize> for OptimizeArg {
+    fn from(o: Optimize) -> Self {
+        match o {
+            Optimize::Speed => OptimizeArg::Speed,
+            Optimize::Size => OptimizeArg::Size,
+        }
+    }
+}
+
+/// Parses an `--optimize` value ([`OptimizeArg`]) into an [`Optimize`].
+pub fn optimize_parser() -> impl TypedValueParser<Value = Optimize> {
+    EnumValueParser::<OptimizeArg>::new().map(Optimize::from)
+}
+
 /// Training budget of InDistill in a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CurriculumBudget {
     /// Same total epochs for every method: InDistill's curriculum epochs come out of its
@@ -313,8 +400,13 @@ pub struct CompareArgs {
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
     /// Methods to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [crate::config::distill::Method::None, crate::config::distill::Method::Pkt, crate::config::distill::Method::Kd, crate::config::distill::Method::Indistill])]
-    pub methods: Vec<crate::config::distill::Method>,
+    #[arg(
+        long,
+        value_parser = method_parser(),
+        value_delimiter = ',',
+        default_values = ["none", "pkt", "kd", "indistill"]
+    )]
+    pub methods: Vec<Method>,
     /// Seeds; every method runs once per seed.
     #[arg(long, value_delimiter = ',', default_values_t = [1u64], value_name = "N,...")]
     pub seeds: Vec<u64>,
@@ -417,4 +509,71 @@ pub struct BenchArgs {
     /// Threads of tract's kernels on the device (default: the bundle's).
     #[arg(long, value_name = "N")]
     pub device_threads: Option<usize>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_lists_the_exit_codes() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("EXIT CODES:"), "{help}");
+        assert!(help.contains("3  a check ran and failed"), "{help}");
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("distill-edge").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn methods_parse_into_the_domain_type_with_the_same_names_and_defaults() {
+        let Command::Compare(c) = parse(&["compare", "-c", "x.toml"]).command else {
+            panic!("not compare");
+        };
+        assert_eq!(
+            c.methods,
+            [Method::None, Method::Pkt, Method::Kd, Method::Indistill]
+        );
+        let Command::Compare(c) = parse(&["compare", "-c", "x.toml", "--methods", "kd,pkt"]).command
+        else {
+            panic!("not compare");
+        };
+        assert_eq!(c.methods, [Method::Kd, Method::Pkt]);
+        for m in [Method::Indistill, Method::Pkt, Method::Kd, Method::None] {
+            let Command::Distill(d) =
+                parse(&["distill", "-c", "x.toml", "--method", m.name()]).command
+            else {
+                panic!("not distill");
+            };
+            assert_eq!(d.method, Some(m));
+            assert_eq!(Method::from(MethodArg::from(m)), m);
+        }
+        let Command::Distill(d) = parse(&["distill", "-c", "x.toml"]).command else {
+            panic!("not distill");
+        };
+        assert_eq!(d.method, None);
+        assert!(
+            Cli::try_parse_from(["distill-edge", "distill", "-c", "x", "--method", "bogus"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn optimize_values_match_the_domain_names() {
+        for o in [Optimize::Speed, Optimize::Size] {
+            let arg = OptimizeArg::from(o);
+            assert_eq!(Optimize::from(arg), o);
+            let name = arg.to_possible_value().unwrap().get_name().to_string();
+            let parsed: Optimize = toml::Value::String(name).try_into().unwrap();
+            assert_eq!(parsed, o);
+        }
+    }
 }

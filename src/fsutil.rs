@@ -1,11 +1,18 @@
+//! File-system helpers, one definition each.
+//!
 //! Atomic file writes: every artifact is written to a temporary file in the same directory,
 //! fsynced, then renamed over the destination, so a reader (or a killed run) sees either the old
 //! file or the new one, never a torn one. tract mmaps models, so a file is never rewritten in
-//! place.
+//! place. Also: fresh temporary directories ([`fresh_temp_dir`], [`unique_suffix`]) and the
+//! `PATH` lookup of programs ([`find_program`]).
 
 use std::fs::{self, File};
 use std::io::{self, Write};
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -78,6 +85,87 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// A random 16-hex-digit suffix for file and directory names (std only: `RandomState` keys
+/// are seeded randomly per process; time, pid and a counter make each call differ).
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    h.write_u128(nanos);
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", h.finish())
+}
+
+/// A directory this process created; removed with its contents when dropped, unless
+/// [`TempDir::keep`] takes it.
+#[derive(Debug)]
+pub struct TempDir(Option<PathBuf>);
+
+impl TempDir {
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        self.0.as_deref().expect("a TempDir has its path until dropped or kept")
+    }
+
+    /// Keeps the directory (it is no longer removed on drop) and returns its path.
+    pub fn keep(mut self) -> PathBuf {
+        self.0.take().expect("a TempDir has its path until dropped or kept")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Creates a new, empty directory `<system temp dir>/<prefix>-<unique suffix>`. It is created
+/// with `create_dir` (which fails on an existing name), so it belongs to the caller.
+pub fn fresh_temp_dir(prefix: &str) -> io::Result<TempDir> {
+    let base = std::env::temp_dir();
+    let mut attempt = 0;
+    loop {
+        let dir = base.join(format!("{prefix}-{}", unique_suffix()));
+        match fs::create_dir(&dir) {
+            Ok(()) => return Ok(TempDir(Some(dir))),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("creating {}: {e}", dir.display()),
+                ));
+            }
+        }
+    }
+}
+
+/// Where `program` can be run from: a path with a slash that is an executable file, or the
+/// first executable file of that name in `PATH`.
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    fn executable(path: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        path.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    if program.is_empty() {
+        return None;
+    }
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then_some(path);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +190,41 @@ mod tests {
             sha256_hex(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn unique_suffixes_differ() {
+        let a = unique_suffix();
+        let b = unique_suffix();
+        assert_eq!(a.len(), 16);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn fresh_temp_dirs_are_distinct_and_removed_on_drop() {
+        let a = fresh_temp_dir("distill-edge-test").unwrap();
+        let b = fresh_temp_dir("distill-edge-test").unwrap();
+        assert_ne!(a.path(), b.path());
+        assert!(a.path().is_dir());
+        fs::write(a.path().join("f"), b"x").unwrap();
+        let path = a.path().to_path_buf();
+        drop(a);
+        assert!(!path.exists());
+        let kept = b.keep();
+        assert!(kept.is_dir());
+        fs::remove_dir_all(&kept).unwrap();
+    }
+
+    #[test]
+    fn finds_programs_on_path_and_by_path() {
+        assert!(find_program("sh").is_some_and(|p| p.is_absolute() || p.ends_with("sh")));
+        assert_eq!(find_program("/bin/sh"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(find_program("distill-edge-no-such-program"), None);
+        assert_eq!(find_program(""), None);
+        // a file that is not executable is not a program
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("data");
+        fs::write(&f, b"x").unwrap();
+        assert_eq!(find_program(f.to_str().unwrap()), None);
     }
 }

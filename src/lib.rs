@@ -24,4 +24,5 @@ pub mod report;
 pub mod runner_schema;
 pub mod runtime;
 pub mod table;
+pub mod testing;
 pub mod train;

@@ -155,7 +155,10 @@ fn the_official_onnx_checker_accepts_exported_models() {
         });
     let python = venv.join("bin/python");
     if !python.exists() {
-        eprintln!("skipped: no {} (run scripts/setup.sh)", python.display());
+        distill_edge::testing::missing_tool(
+            &python.display().to_string(),
+            "run scripts/setup.sh: it makes the venv with onnx and onnxruntime",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -195,7 +198,10 @@ fn onnx_runtime_matches_burn() {
     if let Err(e) = available() {
         // scripts/test.sh exports ORT_DYLIB_PATH (from scripts/setup.sh): then this must work.
         assert!(std::env::var_os("ORT_DYLIB_PATH").is_none(), "{e}");
-        eprintln!("skipped: {e}");
+        distill_edge::testing::missing_tool(
+            &format!("ONNX Runtime ({e})"),
+            "run scripts/setup.sh, then source scripts/env.sh to set ORT_DYLIB_PATH",
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -186,7 +186,10 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
         print_human(&report);
     }
     if !report.passed {
-        bail!("check failed: {}", report.failures.join("; "));
+        return Err(anyhow::Error::new(crate::exit::CheckFailed(format!(
+            "check failed: {}",
+            report.failures.join("; ")
+        ))));
     }
     Ok(())
 }

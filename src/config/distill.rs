@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Distillation method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
     /// InDistill: curriculum of pruned-teacher layers (MSE), then the main losses.

@@ -241,13 +241,7 @@ impl TrainConfig {
 
     /// Checks every section.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
-            return Err(ConfigError::Invalid {
-                origin: origin.into(),
-                field: "name".into(),
-                message: "expected a non-empty name without path separators".into(),
-            });
-        }
+        validate_name(origin, "name", &self.name)?;
         self.train.validate(origin, "train")
     }
 
@@ -259,6 +253,36 @@ impl TrainConfig {
     /// The resolved config as TOML, saved beside artifacts.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}
+
+/// Checks a name that becomes a file or directory name (a run name, `runs/<name>/`): non-empty,
+/// not `.` or `..`, and only ASCII letters, digits, `.`, `_` and `-` (so no path separator).
+/// `origin` is the config file or `command line`, `field` the key, for the error message.
+pub fn validate_name(origin: &str, field: &str, value: &str) -> Result<(), ConfigError> {
+    let problem = if value.is_empty() {
+        Some("is empty")
+    } else if value == "." || value == ".." {
+        Some("is not a name")
+    } else if value.contains(['/', '\\']) {
+        Some("contains a path separator")
+    } else if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        Some("has characters outside A-Z a-z 0-9 . _ -")
+    } else {
+        None
+    };
+    match problem {
+        None => Ok(()),
+        Some(problem) => Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message: format!(
+                "{value:?} {problem}: expected a name of ASCII letters, digits, '.', '_' and '-'"
+            ),
+        }),
     }
 }
 
@@ -327,6 +351,19 @@ schedule = [{ epochs = 3, lr = 1e-3 }, { epochs = 1, lr = 1e-4 }]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_checked_in_one_place() {
+        for ok in ["fashion-mnist", "run_2.quick", "a", "...x"] {
+            validate_name("cmd", "name", ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in ["", ".", "..", "a/b", "a\\b", "/abs", "sp ace", "tab\t", "é", "a:b"] {
+            let err = validate_name("x.toml", "name", bad).unwrap_err().to_string();
+            assert!(err.starts_with("x.toml: name: "), "{bad:?}: {err}");
+        }
+        let err = validate_name("x.toml", "name", "a/b").unwrap_err().to_string();
+        assert!(err.contains("path separator"), "{err}");
+    }
 
     #[test]
     fn default_config_is_valid() {
@@ -442,12 +479,7 @@ impl DistillConfig {
             field: field.to_string(),
             message,
         };
-        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
-            return Err(bad(
-                "name",
-                "expected a non-empty name without path separators".into(),
-            ));
-        }
+        validate_name(origin, "name", &self.name)?;
         self.train.validate(origin, "train")?;
         let d = &self.distill;
         let w = d.weights();

@@ -578,11 +578,14 @@ mod tests {
         assert!(write_images(&p, ImageShape::new(1, 2, 2), &[0; 5], false).is_err());
     }
 
-    /// Loads the real Fashion-MNIST when it is installed; skipped (passes) otherwise.
+    /// Loads the real Fashion-MNIST when it is installed; skipped otherwise (a failure in CI).
     #[test]
     fn real_fashion_mnist() {
         if !Path::new(FASHION_MNIST_DIR).is_dir() {
-            eprintln!("skipped: {FASHION_MNIST_DIR} is missing");
+            crate::testing::missing_tool(
+                FASHION_MNIST_DIR,
+                "apt-get install dataset-fashion-mnist (scripts/setup.sh does)",
+            );
             return;
         }
         let s = load(&DataSource::FashionMnist { path: None }).unwrap();

@@ -201,6 +201,21 @@ pub struct Splits {
     pub test: Dataset,
 }
 
+impl Splits {
+    /// One line for reports and logs: `NAME (TRAIN train / TEST test, CxHxW)`, e.g.
+    /// `fashion-mnist (60000 train / 10000 test, 1x28x28)`. NAME is the source's name (the
+    /// training split's name without its `/train` suffix).
+    pub fn describe(&self) -> String {
+        let name = self.train.name.strip_suffix("/train").unwrap_or(&self.train.name);
+        format!(
+            "{name} ({} train / {} test, {})",
+            self.train.len(),
+            self.test.len(),
+            self.train.shape
+        )
+    }
+}
+
 /// Why a dataset could not be loaded. Every message names the file (or the
 /// source) and says what is wrong and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -456,6 +471,16 @@ mod tests {
             labels: vec![0, 1, 1],
             classes: vec!["a".into(), "b".into(), "c".into()],
         }
+    }
+
+    #[test]
+    fn splits_describe_names_the_source_and_sizes() {
+        let mut train = tiny();
+        train.name = "synthetic/train".into();
+        let mut test = tiny().subset(&[0]);
+        test.name = "synthetic/test".into();
+        let s = Splits { train, test };
+        assert_eq!(s.describe(), "synthetic (3 train / 1 test, 1x1x2)");
     }
 
     #[test]

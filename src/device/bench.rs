@@ -124,8 +124,12 @@ pub fn run_bundle(
 ) -> Result<BenchReport, BenchError> {
     let started = std::time::Instant::now();
     let manifest = read_manifest(bundle)?;
-    let work_dir = TempDir(tempfile_dir()?);
-    let work = work_dir.0.clone();
+    let work_dir =
+        crate::fsutil::fresh_temp_dir("distill-edge-result").map_err(|e| BenchError::File {
+            path: std::env::temp_dir().display().to_string(),
+            message: e.to_string(),
+        })?;
+    let work = work_dir.path().to_path_buf();
     let remote = transport.upload(bundle)?;
     let mut args = vec!["--output".to_string(), "result.json".to_string()];
     if let Some(r) = overrides.runs {
@@ -258,30 +262,6 @@ pub fn run_bundle(
         failures,
         notes,
     })
-}
-
-/// Removes its directory when dropped, on every return path.
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> Result<std::path::PathBuf, BenchError> {
-    let dir = std::env::temp_dir().join(format!(
-        "distill-edge-result-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| BenchError::File {
-        path: dir.display().to_string(),
-        message: e.to_string(),
-    })?;
-    Ok(dir)
 }
 
 #[cfg(test)]

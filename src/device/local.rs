@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::{
     DeviceError, RemoteBundle, RunOutput, Transport, check_bundle_file, check_removable,
-    check_run_args, run_limited, unique_suffix,
+    check_run_args, run_limited,
 };
 
 /// Runs bundles on this host.
@@ -104,15 +104,15 @@ pub(crate) fn upload(
             owned: false,
         });
     }
-    let dir = fresh_temp_dir(device)?;
+    // removed on every error path (dropped), kept once the copy is complete
+    let dir = crate::fsutil::fresh_temp_dir("distill-edge")
+        .map_err(|e| io_error(device, &std::env::temp_dir(), e))?;
     let placed = RemoteBundle {
-        dir: utf8(device, &dir)?,
+        dir: utf8(device, dir.path())?,
         owned: true,
     };
-    if let Err(e) = copy_tree(device, bundle, &dir) {
-        let _ = fs::remove_dir_all(&dir);
-        return Err(e);
-    }
+    copy_tree(device, bundle, dir.path())?;
+    dir.keep();
     Ok(placed)
 }
 
@@ -123,20 +123,6 @@ fn utf8(device: &str, path: &Path) -> Result<String, DeviceError> {
             device: device.to_string(),
             message: format!("{} is not valid UTF-8", path.display()),
         })
-}
-
-fn fresh_temp_dir(device: &str) -> Result<PathBuf, DeviceError> {
-    let base = std::env::temp_dir();
-    let mut attempt = 0;
-    loop {
-        let dir = base.join(format!("distill-edge-{}", unique_suffix()));
-        // create_dir (not create_dir_all) fails on an existing name, so the directory is ours
-        match fs::create_dir(&dir) {
-            Ok(()) => return Ok(dir),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
-            Err(e) => return Err(io_error(device, &dir, e)),
-        }
-    }
 }
 
 /// Copies the contents of `from` into the existing directory `to`, keeping permissions and

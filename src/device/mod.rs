@@ -16,17 +16,14 @@ pub mod ssh;
 #[cfg(test)]
 pub(crate) mod testsshd;
 
-use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read};
 use std::path::{Component, Path};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// A bundle placed on a device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -298,21 +295,6 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
-/// A random 16-hex-digit suffix for directory names (std only: `RandomState` keys are seeded
-/// randomly per process; time, pid and a counter make each call differ).
-pub(crate) fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos();
-    h.write_u128(nanos);
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:016x}", h.finish())
-}
-
 /// Checks the arguments of [`Transport::run`] before anything is started.
 pub(crate) fn check_run_args(
     device: &str,
@@ -415,25 +397,6 @@ pub(crate) fn last_lines(text: &str, n: usize) -> String {
         start += 1;
     }
     format!("…{}", &joined[start..])
-}
-
-/// Whether `program` can be run: a path with a slash that is an executable file, or a name
-/// found as an executable file in `PATH`.
-pub(crate) fn find_program(program: &str) -> bool {
-    fn executable(path: &Path) -> bool {
-        use std::os::unix::fs::PermissionsExt;
-        path.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    }
-    if program.is_empty() {
-        return false;
-    }
-    if program.contains('/') {
-        return executable(Path::new(program));
-    }
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| executable(&dir.join(program)))
-    })
 }
 
 /// A finished (or killed) child process.
@@ -715,21 +678,5 @@ mod tests {
             "local: timed out after 2.0 s while running ./runner"
         );
         assert!(last_lines(&"é".repeat(1000), 1).chars().count() <= 601);
-    }
-
-    #[test]
-    fn unique_suffixes_differ() {
-        let a = unique_suffix();
-        let b = unique_suffix();
-        assert_eq!(a.len(), 16);
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn finds_programs() {
-        assert!(find_program("sh"));
-        assert!(find_program("/bin/sh"));
-        assert!(!find_program("distill-edge-no-such-program"));
-        assert!(!find_program(""));
     }
 }

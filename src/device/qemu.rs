@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use super::{DeviceError, RemoteBundle, RunOutput, Transport, check_run_args, find_program, local};
+use super::{DeviceError, RemoteBundle, RunOutput, Transport, check_run_args, local};
+use crate::fsutil::find_program;
 
 /// Runs bundles here under a user-mode emulator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,7 @@ impl QemuTransport {
                 message: "empty emulator command".to_string(),
             });
         };
-        if find_program(tool) {
+        if find_program(tool).is_some() {
             Ok(())
         } else {
             Err(missing(tool))
@@ -132,7 +133,6 @@ fn run_in_bundle_or_missing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::find_program;
     use std::fs;
 
     const HELLO: &str = r#"
@@ -154,8 +154,13 @@ int main(int argc, char **argv) {
 
     #[test]
     fn runs_aarch64_binary() {
-        if !find_program("qemu-aarch64-static") || !find_program("aarch64-linux-gnu-gcc") {
-            eprintln!("skipped: qemu-aarch64-static or aarch64-linux-gnu-gcc not installed");
+        if find_program("qemu-aarch64-static").is_none()
+            || find_program("aarch64-linux-gnu-gcc").is_none()
+        {
+            crate::testing::missing_tool(
+                "qemu-aarch64-static or aarch64-linux-gnu-gcc",
+                "apt-get install qemu-user-static gcc-aarch64-linux-gnu (scripts/setup.sh does)",
+            );
             return;
         }
         let bundle = tempfile::tempdir().unwrap();

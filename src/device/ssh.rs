@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use super::{
     DeviceError, Finished, RemoteBundle, RunOutput, STDERR_LINES, Transport, check_bundle_file,
-    check_removable, check_run_args, last_lines, run_limited, unique_suffix,
+    check_removable, check_run_args, last_lines, run_limited,
 };
+use crate::fsutil::unique_suffix;
 
 /// Where a board is: the parsed form of `ssh://[user@]host[:port][/remote/dir]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -910,8 +911,11 @@ mod tests {
     }
 
     fn client_for(port: u16) -> Option<SshTransport> {
-        if !crate::device::find_program("ssh") {
-            eprintln!("skipped: ssh not installed");
+        if crate::fsutil::find_program("ssh").is_none() {
+            crate::testing::missing_tool(
+                "ssh",
+                "apt-get install openssh-client (scripts/setup.sh does)",
+            );
             return None;
         }
         let home = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::ssh::{SshHost, SshTransport};
+use crate::fsutil::find_program;
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -22,8 +23,9 @@ pub(crate) struct TestSshd {
 }
 
 impl TestSshd {
-    /// Starts a server, or prints "skipped" and returns `None` when sshd or ssh-keygen is
-    /// not installed. Panics when they are installed but the server does not come up.
+    /// Starts a server, or returns `None` when sshd, ssh-keygen, ssh or scp is not installed
+    /// (after [`crate::testing::missing_tool`]: "skipped" here, a panic in CI). Panics when they
+    /// are installed but the server does not come up.
     pub fn start() -> Option<Self> {
         Self::start_with(true)
     }
@@ -31,11 +33,14 @@ impl TestSshd {
     /// Like [`Self::start`], with or without the SFTP subsystem.
     pub fn start_with(sftp: bool) -> Option<Self> {
         if !Path::new(SSHD).is_file()
-            || !super::find_program("ssh-keygen")
-            || !super::find_program("ssh")
-            || !super::find_program("scp")
+            || ["ssh-keygen", "ssh", "scp"]
+                .iter()
+                .any(|p| find_program(p).is_none())
         {
-            eprintln!("skipped: {SSHD}, ssh-keygen, ssh or scp not installed");
+            crate::testing::missing_tool(
+                &format!("{SSHD}, ssh-keygen, ssh or scp"),
+                "apt-get install openssh-server openssh-client (scripts/setup.sh does)",
+            );
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1268,42 +1268,4 @@ mod tests {
             );
         }
     }
-
-    /// Fashion-MNIST-sized timing run: 10000 queries x 60000 database x 128 dims, both
-    /// distances. Run with `cargo test --release -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "timing run, release mode"]
-    fn timing_fashion_mnist_size() {
-        let (dim, n_db, n_q) = (128, 60_000, 10_000);
-        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
-        // Class-dependent means so the metrics are not trivially at chance.
-        let centres: Vec<f32> = (0..10 * dim).map(|_| rng.unit()).collect();
-        let mut make = |n: usize| {
-            let labels: Vec<u16> = (0..n).map(|_| rng.below(10) as u16).collect();
-            let values: Vec<f32> = labels
-                .iter()
-                .flat_map(|&l| {
-                    let c = usize::from(l) * dim;
-                    (0..dim)
-                        .map(|j| centres[c + j] + 2.0 * rng.unit())
-                        .collect::<Vec<f32>>()
-                })
-                .collect();
-            (values, labels)
-        };
-        let (db, db_labels) = make(n_db);
-        let (queries, query_labels) = make(n_q);
-        let start = std::time::Instant::now();
-        let [cos, l2] = evaluate_both(&db, &db_labels, &queries, &query_labels, dim, 100).unwrap();
-        let elapsed = start.elapsed();
-        println!(
-            "evaluate_both {n_q} x {n_db} x {dim} on {} threads: {:.2} s",
-            rayon::current_num_threads(),
-            elapsed.as_secs_f64()
-        );
-        println!("cosine: {cos:?}");
-        println!("l2: {l2:?}");
-        assert_eq!(cos.queries, n_q);
-        assert!(cos.map > 0.1 && l2.map > 0.1);
-    }
 }

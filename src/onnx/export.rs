@@ -9,6 +9,7 @@ use burn_onnx::export::{AxisSpec, InputSpec, OnnxExporter};
 use serde::Serialize;
 
 use super::fold::fold_batch_norm;
+use super::meta;
 use super::proto::{self, pb};
 use super::qdq::{self, QuantizeOptions, Ranges};
 use crate::data::Dataset;
@@ -125,20 +126,20 @@ pub fn export_model(
         graph.name = Some(arch.spec.name.clone());
     }
     let entries = [
-        ("model_name", arch.spec.name.clone()),
-        ("dataset", header.dataset.clone()),
+        (meta::MODEL_NAME, arch.spec.name.clone()),
+        (meta::DATASET, header.dataset.clone()),
         (
-            "input_layout",
+            meta::INPUT_LAYOUT,
             "NCHW float32, (pixel / 255 - mean) / std per channel".into(),
         ),
-        ("input_shape", arch.input.to_string()),
-        ("normalization_mean", json(&header.normalization.mean)),
-        ("normalization_std", json(&header.normalization.std)),
-        ("class_names", json(&header.classes)),
-        ("architecture", json(arch)),
-        ("training_config_hash", header.config_hash.clone()),
-        ("batch_norm_folded", opts.fold_batch_norm.to_string()),
-        ("distill_edge_version", env!("CARGO_PKG_VERSION").into()),
+        (meta::INPUT_SHAPE, arch.input.to_string()),
+        (meta::NORMALIZATION_MEAN, json(&header.normalization.mean)),
+        (meta::NORMALIZATION_STD, json(&header.normalization.std)),
+        (meta::CLASS_NAMES, json(&header.classes)),
+        (meta::ARCHITECTURE, json(arch)),
+        (meta::TRAINING_CONFIG_HASH, header.config_hash.clone()),
+        (meta::BATCH_NORM_FOLDED, opts.fold_batch_norm.to_string()),
+        (meta::DISTILL_EDGE_VERSION, env!("CARGO_PKG_VERSION").into()),
     ];
     let refs: Vec<(&str, &str)> = entries.iter().map(|(k, v)| (*k, v.as_str())).collect();
     proto::set_metadata(&mut model, &refs);
@@ -212,7 +213,7 @@ pub fn quantize(
     opts: &QuantizeOptions,
 ) -> Result<qdq::QdqSummary, ExportError> {
     let summary = qdq::quantize_qdq(model, ranges, opts)?;
-    proto::set_metadata(model, &[("quantization", "int8 QDQ (post-training)")]);
+    proto::set_metadata(model, &[(meta::QUANTIZATION, "int8 QDQ (post-training)")]);
     Ok(summary)
 }
 

@@ -2,5 +2,6 @@
 
 pub mod export;
 pub mod fold;
+pub mod meta;
 pub mod proto;
 pub mod qdq;

@@ -497,16 +497,37 @@ fn writing_twice_replaces_the_files() {
     assert!(leftovers.is_empty());
 }
 
-/// Writes the sample report to `$REPORT_SAMPLE_DIR` for looking at it:
-/// `REPORT_SAMPLE_DIR=/tmp/r cargo test --lib report::tests::sample -- --ignored`.
+/// The passing sample, a failing variant and a paper-length schedule, each written in full:
+/// every file is there and says what the input says. To look at them, set
+/// `REPORT_SAMPLE_DIR=/tmp/r` (the reports then stay there instead of in a temp dir):
+/// `REPORT_SAMPLE_DIR=/tmp/r cargo test --lib report::tests::sample_reports`.
 #[test]
-#[ignore = "writes outside the temp dir; run by hand to look at the report"]
-fn sample() {
-    let dir = std::env::var_os("REPORT_SAMPLE_DIR").expect("REPORT_SAMPLE_DIR");
-    let dir = Path::new(&dir);
+fn sample_reports_render_passing_failing_and_long_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("REPORT_SAMPLE_DIR")
+        .map_or_else(|| tmp.path().to_path_buf(), std::path::PathBuf::from);
+    let dir = dir.as_path();
+
     let input = input();
-    write_report(dir, &input).unwrap();
-    print!("{}", summary(&input, &dir.join("report.html")));
+    let files = write_report(dir, &input).unwrap();
+    let md = read(&files.markdown);
+    let html = read(&files.html);
+    for stage in ["data", "teacher", "student-indistill", "export", "device:rpi4"] {
+        assert!(md.contains(&format!("| {stage} |")), "markdown lacks stage {stage}");
+        assert!(html.contains(stage), "html lacks stage {stage}");
+    }
+    for text in ["fmnist-quick", "fashion-mnist (60000 train / 10000 test, 1x28x28)"] {
+        assert!(md.contains(text), "markdown lacks {text:?}");
+        assert!(html.contains(text), "html lacks {text:?}");
+    }
+    assert!(md.contains("PASS") && !md.contains("FAIL"), "{md}");
+    assert_eq!(files.plots.len(), 3);
+    for p in &files.plots {
+        assert!(read(p).starts_with("<svg"), "{}", p.display());
+    }
+    let s = summary(&input, &files.html);
+    assert!(s.ends_with(&format!("report: {}\n", files.html.display())), "{s}");
+
     let mut failing = input;
     failing.devices[0].passed = false;
     failing.devices[0].emulated = false;
@@ -517,8 +538,22 @@ fn sample() {
         "int8: batch-1 p50 31.0 ms over the 20.0 ms budget".into(),
     ];
     failing.stages[2].status = "failed".into();
-    write_report(&dir.join("failing"), &failing).unwrap();
-    print!("{}", summary(&failing, &dir.join("failing/report.html")));
+    let files = write_report(&dir.join("failing"), &failing).unwrap();
+    assert_eq!(files.html, dir.join("failing/report.html"));
+    let md = read(&files.markdown);
+    let html = read(&files.html);
+    for text in [
+        "int8: logits differ from the host beyond the quantized tolerance",
+        "int8: batch-1 p50 31.0 ms over the 20.0 ms budget",
+        "| student-indistill | failed |",
+        "FAIL",
+    ] {
+        assert!(md.contains(text), "markdown lacks {text:?}:\n{md}");
+    }
+    assert!(html.contains("31.0 ms over the 20.0 ms budget"));
+    let s = summary(&failing, &files.html);
+    assert!(s.contains("1 failed (student-indistill)"), "{s}");
+    assert!(s.contains("device rpi4: FAIL"), "{s}");
 
     // A paper-length schedule: 3 curriculum blocks of 5 epochs, then 100 main epochs.
     let mut long = failing;
@@ -543,7 +578,19 @@ fn sample() {
             )
         })
         .collect();
-    write_report(&dir.join("long"), &long).unwrap();
+    let files = write_report(&dir.join("long"), &long).unwrap();
+    let names: Vec<String> = files
+        .plots
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["curve-student-indistill-paper.svg", "latency.svg"]);
+    let curve = read(&files.plots[0]);
+    for block in ["block0", "block1", "block2"] {
+        assert!(curve.contains(block), "curve lacks {block}");
+    }
+    assert!(!curve.contains("NaN"));
+    assert!(read(&files.markdown).contains("curve-student-indistill-paper.svg"));
 }
 
 #[test]

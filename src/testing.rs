@@ -1,0 +1,58 @@
+//! Helpers for the test suites (unit and integration tests alike).
+//!
+//! Some tests need tools outside Rust (sshd, qemu, a cross compiler, the ONNX venv, the
+//! Fashion-MNIST files). Where they are missing a test may skip itself, but never silently in
+//! CI: with `CI` or `DISTILL_EDGE_REQUIRE_TOOLS` set to `1` or `true`, a missing tool fails the
+//! test with the hint that installs it.
+
+#![doc(hidden)]
+
+/// The environment variables that turn a skip into a failure.
+pub const REQUIRE_VARS: [&str; 2] = ["CI", "DISTILL_EDGE_REQUIRE_TOOLS"];
+
+/// Whether missing tools must fail tests: `CI` or `DISTILL_EDGE_REQUIRE_TOOLS` is `1` or
+/// `true` (any case).
+pub fn tools_required() -> bool {
+    REQUIRE_VARS
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|value| is_true(&value)))
+}
+
+fn is_true(value: &str) -> bool {
+    let value = value.trim();
+    value == "1" || value.eq_ignore_ascii_case("true")
+}
+
+/// Reports that `what` is missing, so the calling test skips itself (and must then return
+/// without asserting): prints `skipped: WHAT (HINT)` on stderr, or panics with the same text
+/// when [`tools_required`].
+pub fn missing_tool(what: &str, hint: &str) {
+    let message = format!("{what} ({hint})");
+    if tools_required() {
+        panic!(
+            "required tool missing: {message}; unset CI and DISTILL_EDGE_REQUIRE_TOOLS to skip instead"
+        );
+    }
+    eprintln!("skipped: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truthy_values() {
+        for v in ["1", "true", "TRUE", "True", " 1 "] {
+            assert!(is_true(v), "{v:?}");
+        }
+        for v in ["", "0", "false", "yes", "2"] {
+            assert!(!is_true(v), "{v:?}");
+        }
+    }
+
+    #[test]
+    fn missing_tool_skips_or_panics_as_the_environment_says() {
+        let result = std::panic::catch_unwind(|| missing_tool("frobnicator", "apt-get install it"));
+        assert_eq!(result.is_err(), tools_required());
+    }
+}
