@@ -6,10 +6,10 @@
 //! place. Also: fresh temporary directories ([`fresh_temp_dir`], [`unique_suffix`]) and the
 //! `PATH` lookup of programs ([`find_program`]).
 
-use std::fs::{self, File};
-use std::io::{self, Write};
 use std::collections::hash_map::RandomState;
+use std::fs::{self, File};
 use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -26,10 +26,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    // unique per call: two threads (or processes) writing the same file never share it
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
         name.to_string_lossy(),
-        std::process::id()
+        unique_suffix()
     ));
     let result = (|| {
         let mut f = File::create(&tmp)?;
@@ -108,12 +109,16 @@ pub struct TempDir(Option<PathBuf>);
 impl TempDir {
     /// The directory.
     pub fn path(&self) -> &Path {
-        self.0.as_deref().expect("a TempDir has its path until dropped or kept")
+        self.0
+            .as_deref()
+            .expect("a TempDir has its path until dropped or kept")
     }
 
     /// Keeps the directory (it is no longer removed on drop) and returns its path.
     pub fn keep(mut self) -> PathBuf {
-        self.0.take().expect("a TempDir has its path until dropped or kept")
+        self.0
+            .take()
+            .expect("a TempDir has its path until dropped or kept")
     }
 }
 
@@ -128,10 +133,14 @@ impl Drop for TempDir {
 /// Creates a new, empty directory `<system temp dir>/<prefix>-<unique suffix>`. It is created
 /// with `create_dir` (which fails on an existing name), so it belongs to the caller.
 pub fn fresh_temp_dir(prefix: &str) -> io::Result<TempDir> {
-    let base = std::env::temp_dir();
+    create_unique_dir(&std::env::temp_dir(), &format!("{prefix}-"))
+}
+
+/// Creates `<parent>/<stem><unique suffix>` with `create_dir`, retrying on a name clash.
+fn create_unique_dir(parent: &Path, stem: &str) -> io::Result<TempDir> {
     let mut attempt = 0;
     loop {
-        let dir = base.join(format!("{prefix}-{}", unique_suffix()));
+        let dir = parent.join(format!("{stem}{}", unique_suffix()));
         match fs::create_dir(&dir) {
             Ok(()) => return Ok(TempDir(Some(dir))),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => attempt += 1,
@@ -143,6 +152,23 @@ pub fn fresh_temp_dir(prefix: &str) -> io::Result<TempDir> {
             }
         }
     }
+}
+
+/// Creates a new, empty directory `.<name>.tmp-<unique suffix>` beside `dest` (same parent,
+/// so it can be renamed onto `dest`, e.g. with [`replace_dir`] after [`TempDir::keep`]),
+/// creating the parent first. Removed on drop, so a failed fill leaves nothing behind.
+pub fn sibling_temp_dir(dest: &Path) -> io::Result<TempDir> {
+    let name = dest
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let parent = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(parent)?;
+    create_unique_dir(parent, &format!(".{name}.tmp-"))
 }
 
 /// Where `program` can be run from: a path with a slash that is an executable file, or the
@@ -213,6 +239,25 @@ mod tests {
         let kept = b.keep();
         assert!(kept.is_dir());
         fs::remove_dir_all(&kept).unwrap();
+    }
+
+    #[test]
+    fn sibling_temp_dirs_sit_beside_their_destination() {
+        let root = tempfile::tempdir().unwrap();
+        let dest = root.path().join("sub/bundle");
+        let tmp = sibling_temp_dir(&dest).unwrap();
+        assert_eq!(tmp.path().parent(), dest.parent());
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert!(name.starts_with(".bundle.tmp-"), "{name}");
+        let kept = tmp.keep();
+        replace_dir(&kept, &dest, &root.path().join("sub/.bundle.old")).unwrap();
+        assert!(dest.is_dir() && !kept.exists());
+        assert!(sibling_temp_dir(Path::new("/")).is_err());
     }
 
     #[test]

@@ -67,10 +67,7 @@ fn exported(tmp: &Path) -> (String, String) {
     assert!(out.status.success(), "{}", stderr(&out));
     let model = dir.join("cnn32-small.onnx");
     assert!(model.is_file());
-    (
-        dir.display().to_string(),
-        model.display().to_string(),
-    )
+    (dir.display().to_string(), model.display().to_string())
 }
 
 #[test]

@@ -357,11 +357,17 @@ mod tests {
         for ok in ["fashion-mnist", "run_2.quick", "a", "...x"] {
             validate_name("cmd", "name", ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
         }
-        for bad in ["", ".", "..", "a/b", "a\\b", "/abs", "sp ace", "tab\t", "é", "a:b"] {
-            let err = validate_name("x.toml", "name", bad).unwrap_err().to_string();
+        for bad in [
+            "", ".", "..", "a/b", "a\\b", "/abs", "sp ace", "tab\t", "é", "a:b",
+        ] {
+            let err = validate_name("x.toml", "name", bad)
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("x.toml: name: "), "{bad:?}: {err}");
         }
-        let err = validate_name("x.toml", "name", "a/b").unwrap_err().to_string();
+        let err = validate_name("x.toml", "name", "a/b")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("path separator"), "{err}");
     }
 

@@ -206,7 +206,11 @@ impl Splits {
     /// `fashion-mnist (60000 train / 10000 test, 1x28x28)`. NAME is the source's name (the
     /// training split's name without its `/train` suffix).
     pub fn describe(&self) -> String {
-        let name = self.train.name.strip_suffix("/train").unwrap_or(&self.train.name);
+        let name = self
+            .train
+            .name
+            .strip_suffix("/train")
+            .unwrap_or(&self.train.name);
         format!(
             "{name} ({} train / {} test, {})",
             self.train.len(),

@@ -512,11 +512,23 @@ fn sample_reports_render_passing_failing_and_long_builds() {
     let files = write_report(dir, &input).unwrap();
     let md = read(&files.markdown);
     let html = read(&files.html);
-    for stage in ["data", "teacher", "student-indistill", "export", "device:rpi4"] {
-        assert!(md.contains(&format!("| {stage} |")), "markdown lacks stage {stage}");
+    for stage in [
+        "data",
+        "teacher",
+        "student-indistill",
+        "export",
+        "device:rpi4",
+    ] {
+        assert!(
+            md.contains(&format!("| {stage} |")),
+            "markdown lacks stage {stage}"
+        );
         assert!(html.contains(stage), "html lacks stage {stage}");
     }
-    for text in ["fmnist-quick", "fashion-mnist (60000 train / 10000 test, 1x28x28)"] {
+    for text in [
+        "fmnist-quick",
+        "fashion-mnist (60000 train / 10000 test, 1x28x28)",
+    ] {
         assert!(md.contains(text), "markdown lacks {text:?}");
         assert!(html.contains(text), "html lacks {text:?}");
     }
@@ -526,7 +538,10 @@ fn sample_reports_render_passing_failing_and_long_builds() {
         assert!(read(p).starts_with("<svg"), "{}", p.display());
     }
     let s = summary(&input, &files.html);
-    assert!(s.ends_with(&format!("report: {}\n", files.html.display())), "{s}");
+    assert!(
+        s.ends_with(&format!("report: {}\n", files.html.display())),
+        "{s}"
+    );
 
     let mut failing = input;
     failing.devices[0].passed = false;
