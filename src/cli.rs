@@ -447,6 +447,9 @@ pub struct BuildArgs {
     /// `ssh://[user@]host[:port]`.
     #[arg(long, value_name = "DEVICE")]
     pub device: Option<String>,
+    /// ssh: connection timeout in seconds.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    pub connect_timeout: u64,
     /// ssh: extra `-o` options (repeatable).
     #[arg(long = "ssh-option", value_name = "KEY=VALUE")]
     pub ssh_options: Vec<String>,

@@ -248,3 +248,76 @@ pub fn check_engines(
     }
     Ok((burn_accuracy, reports))
 }
+
+/// The host-check rule, one message per failure: an engine whose output parity with its
+/// reference failed, or (with `max_accuracy_drop`, in top-1 points, and burn's accuracy known)
+/// whose top-1 is more than that below burn's. Empty: the check passed.
+pub fn verdict(
+    burn_accuracy: Option<f64>,
+    reports: &[EngineReport],
+    max_accuracy_drop: Option<f64>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    for r in reports {
+        if let Some(p) = &r.parity
+            && !p.ok
+        {
+            failures.push(format!(
+                "{} vs {}: parity failed: {}",
+                r.engine,
+                r.parity_reference.as_deref().unwrap_or("?"),
+                p.problem.as_deref().unwrap_or("")
+            ));
+        }
+        if let (Some(reference), Some(max_drop)) = (burn_accuracy, max_accuracy_drop) {
+            let drop = 100.0 * (reference - r.accuracy);
+            if drop > max_drop {
+                failures.push(format!(
+                    "{}: top-1 {} is {drop:.2} points below burn's {} (budget {max_drop})",
+                    r.engine,
+                    crate::table::pct(r.accuracy),
+                    crate::table::pct(reference)
+                ));
+            }
+        }
+    }
+    failures
+}
+
+#[cfg(test)]
+mod verdict_tests {
+    use super::*;
+
+    fn report(engine: &str, accuracy: f64, parity_ok: Option<bool>) -> EngineReport {
+        EngineReport {
+            engine: engine.into(),
+            accuracy,
+            parity: parity_ok.map(|ok| Parity {
+                max_abs: 0.0,
+                max_rel: 0.0,
+                tolerance: Tolerance::Approximate,
+                ok,
+                problem: (!ok).then(|| "max |diff| too large".into()),
+            }),
+            parity_reference: parity_ok.map(|_| "burn".into()),
+            latency: vec![],
+        }
+    }
+
+    #[test]
+    fn parity_and_accuracy_drop_fail_and_nothing_else_does() {
+        let ok = [report("tract", 0.90, Some(true))];
+        assert!(verdict(Some(0.905), &ok, Some(1.0)).is_empty());
+        // No budget or no burn reference: accuracy is not judged.
+        assert!(verdict(Some(0.99), &ok, None).is_empty());
+        assert!(verdict(None, &ok, Some(0.0)).is_empty());
+        let bad = [
+            report("tract", 0.80, Some(true)),
+            report("onnxruntime", 0.90, Some(false)),
+        ];
+        let v = verdict(Some(0.90), &bad, Some(1.0));
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].starts_with("tract: top-1"), "{v:?}");
+        assert!(v[1].contains("onnxruntime vs burn: parity failed"), "{v:?}");
+    }
+}

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::board::TargetSpec;
 use crate::cli::{BenchArgs, GlobalArgs};
 use crate::device::bench::{BenchReport, RunnerOverrides, run_bundle};
 use crate::eval::latency::{LatencyStats, latency_table};
+use crate::exit::CheckFailed;
 use crate::progress::Reporter;
 use crate::table::Table;
 
@@ -50,7 +51,11 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         print_human(&report);
     }
     if !report.passed {
-        bail!("device check failed: {}", report.failures.join("; "));
+        return Err(CheckFailed(format!(
+            "device check failed: {}",
+            report.failures.join("; ")
+        ))
+        .into());
     }
     Ok(())
 }

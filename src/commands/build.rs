@@ -48,7 +48,7 @@ fn default_pipeline() -> PathBuf {
 }
 
 fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::pipeline::{BuildOptions, build, config::PipelineConfig, human_secs};
+    use crate::pipeline::{BuildOptions, BuildResult, build, config::PipelineConfig, human_secs};
     let path = args.config.clone().unwrap_or_else(default_pipeline);
     let (config, _profiles) = PipelineConfig::load(&path, args.profile.as_deref())?;
     let targets = args
@@ -73,7 +73,10 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
         }
     ));
     let started = Instant::now();
-    let mut summary = build(
+    let BuildResult {
+        mut summary,
+        failure,
+    } = build(
         &config,
         &BuildOptions {
             targets,
@@ -81,13 +84,12 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
             from: args.from.clone(),
             verbose: global.verbose,
             quiet: global.quiet,
-            profile: profile.clone(),
-            connect_timeout: std::time::Duration::from_secs(10),
+            connect_timeout: std::time::Duration::from_secs(args.connect_timeout),
             ssh_options: args.ssh_options.clone(),
         },
     )?;
     let report_html = summary.run_dir.join("report.html");
-    if summary.up_to_date && report_html.exists() {
+    if failure.is_none() && summary.up_to_date && report_html.exists() {
         summary.report = Some(report_html.clone());
         if global.json {
             return super::print_json(&summary);
@@ -101,33 +103,51 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let dataset = {
-        let info = crate::data::load(&config.data).map(|s| {
-            format!(
-                "{} ({} train / {} test, {})",
-                config.data.name(),
-                s.train.len(),
-                s.test.len(),
-                s.train.shape
-            )
-        });
-        info.unwrap_or_else(|_| config.data.name().to_string())
-    };
+    // The dataset as the stages loaded it; loaded here only when no stage needed it.
+    let dataset = summary.dataset.clone().unwrap_or_else(|| {
+        crate::data::load(&config.data).map_or_else(
+            |_| config.data.name().to_string(),
+            |s| {
+                format!(
+                    "{} ({} train / {} test, {})",
+                    config.data.name(),
+                    s.train.len(),
+                    s.test.len(),
+                    s.train.shape
+                )
+            },
+        )
+    });
     let input = crate::pipeline::gather::report_input(&config, &summary, &profile, &dataset);
-    let files = crate::report::write_report(&summary.run_dir, &input)
-        .with_context(|| format!("writing the report in {}", summary.run_dir.display()))?;
+    let files = match crate::report::write_report(&summary.run_dir, &input) {
+        Ok(files) => files,
+        // A failed stage's error matters more than the report's.
+        Err(e) => {
+            return Err(failure.unwrap_or_else(|| {
+                anyhow::Error::new(e).context(format!(
+                    "writing the report in {}",
+                    summary.run_dir.display()
+                ))
+            }));
+        }
+    };
     summary.report = Some(files.html.clone());
     if global.json {
-        return super::print_json(&summary);
-    }
-    if !global.quiet {
+        super::print_json(&summary)?;
+    } else if !global.quiet {
         print!("{}", crate::report::summary(&input, &files.html));
-        println!(
-            "build finished in {}",
-            human_secs(started.elapsed().as_secs_f64())
-        );
+        if failure.is_none() {
+            println!(
+                "build finished in {}",
+                human_secs(started.elapsed().as_secs_f64())
+            );
+        }
     }
-    Ok(())
+    // The report shows the failed stage; its error still decides the exit code.
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// A target by name or path, with `--optimize` applied.

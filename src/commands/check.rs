@@ -8,9 +8,9 @@ use serde::Serialize;
 use crate::cli::{CheckArgs, GlobalArgs};
 use crate::data;
 use crate::eval::latency::latency_table;
-use crate::hostcheck::{EngineReport, LatencyPlan, ModelInfo, check_engines};
-use crate::infer::Engine;
-use crate::infer::tract::TractEngine;
+use crate::exit::CheckFailed;
+use crate::hostcheck::{EngineReport, LatencyPlan, ModelInfo, check_engines, verdict};
+use crate::infer::{Engine, EngineKind, load_engine, load_engines};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;
@@ -34,43 +34,31 @@ pub struct CheckReport {
     pub failures: Vec<String>,
 }
 
-fn engines_for(args: &CheckArgs, path: &Path, threads: usize) -> Result<Vec<Box<dyn Engine>>> {
-    let wanted: Vec<String> = if args.engines.is_empty() {
-        let mut all = vec!["tract".to_string()];
-        if cfg!(feature = "ort") && ort_available() {
-            all.push("ort".into());
+/// The engines `--engines` asks for (an engine named there must load), or by default tract
+/// and, when available, ONNX Runtime.
+fn engines_for(
+    args: &CheckArgs,
+    path: &Path,
+    threads: usize,
+    reporter: &Reporter,
+) -> Result<Vec<Box<dyn Engine>>> {
+    if args.engines.is_empty() {
+        let loaded = load_engines(path, &EngineKind::ALL, threads)?;
+        // ONNX Runtime is optional by default: say why it is left out.
+        for note in &loaded.skipped {
+            reporter.line(note);
         }
-        all
-    } else {
-        args.engines.clone()
-    };
-    let mut engines: Vec<Box<dyn Engine>> = Vec::new();
-    for name in wanted {
-        match name.as_str() {
-            "tract" => engines.push(Box::new(TractEngine::load(path)?)),
-            "ort" | "onnxruntime" => engines.push(load_ort(path, threads)?),
-            other => bail!("--engines {other}: unknown engine (expected tract or ort)"),
-        }
+        return Ok(loaded.engines);
     }
-    Ok(engines)
-}
-
-#[cfg(feature = "ort")]
-fn ort_available() -> bool {
-    crate::infer::ort::available().is_ok()
-}
-#[cfg(not(feature = "ort"))]
-fn ort_available() -> bool {
-    false
-}
-
-#[cfg(feature = "ort")]
-fn load_ort(path: &Path, threads: usize) -> Result<Box<dyn Engine>> {
-    Ok(Box::new(crate::infer::ort::OrtEngine::load(path, threads)?))
-}
-#[cfg(not(feature = "ort"))]
-fn load_ort(_: &Path, _: usize) -> Result<Box<dyn Engine>> {
-    bail!("this build has no ONNX Runtime engine: rebuild with `--features ort`")
+    args.engines
+        .iter()
+        .map(|name| -> Result<Box<dyn Engine>> {
+            let kind: EngineKind = name
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--engines {name}: {e}"))?;
+            Ok(load_engine(kind, path, threads)?)
+        })
+        .collect()
 }
 
 /// Validates an ONNX model on the host.
@@ -84,7 +72,7 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
             tract_linalg::multithread::Executor::multithread(threads),
         );
     }
-    let engines = engines_for(args, &args.model, threads)?;
+    let engines = engines_for(args, &args.model, threads, &reporter)?;
 
     let ckpt = args
         .checkpoint
@@ -126,6 +114,9 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
             arch.input
         );
     }
+    if args.max_accuracy_drop.is_some() && ckpt.is_none() {
+        bail!("--max-accuracy-drop needs --checkpoint (the accuracy to compare with)");
+    }
     let plan = LatencyPlan {
         batches: args.batches.clone(),
         warmup: args.warmup,
@@ -142,35 +133,7 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
         &reporter,
     )?;
 
-    let mut failures = Vec::new();
-    for r in &reports {
-        if let Some(p) = &r.parity
-            && !p.ok
-        {
-            failures.push(format!(
-                "{} vs {}: parity failed: {}",
-                r.engine,
-                r.parity_reference.as_deref().unwrap_or("?"),
-                p.problem.as_deref().unwrap_or("")
-            ));
-        }
-    }
-    if let Some(max_drop) = args.max_accuracy_drop {
-        let Some(reference) = burn_accuracy else {
-            bail!("--max-accuracy-drop needs --checkpoint (the accuracy to compare with)");
-        };
-        for r in &reports {
-            let drop = 100.0 * (reference - r.accuracy);
-            if drop > max_drop {
-                failures.push(format!(
-                    "{}: top-1 {} is {drop:.2} points below burn's {} (budget {max_drop})",
-                    r.engine,
-                    pct(r.accuracy),
-                    pct(reference)
-                ));
-            }
-        }
-    }
+    let failures = verdict(burn_accuracy, &reports, args.max_accuracy_drop);
     let report = CheckReport {
         model: info,
         test_images: test.len(),
@@ -186,10 +149,7 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
         print_human(&report);
     }
     if !report.passed {
-        return Err(anyhow::Error::new(crate::exit::CheckFailed(format!(
-            "check failed: {}",
-            report.failures.join("; ")
-        ))));
+        return Err(CheckFailed(format!("check failed: {}", report.failures.join("; "))).into());
     }
     Ok(())
 }

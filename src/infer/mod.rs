@@ -68,3 +68,107 @@ pub trait Engine {
     /// Runs one batch.
     fn run(&self, batch: Batch<'_>) -> Result<Outputs, InferError>;
 }
+
+/// The engines distill-edge can run a model with on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// tract, pure Rust (also the engine of the on-device runner).
+    Tract,
+    /// ONNX Runtime (cargo feature `ort`, library loaded at run time).
+    Ort,
+}
+
+impl EngineKind {
+    /// Every kind, tract first (the reference when there is no burn checkpoint).
+    pub const ALL: [EngineKind; 2] = [EngineKind::Tract, EngineKind::Ort];
+
+    /// `tract` or `ort`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Tract => "tract",
+            Self::Ort => "ort",
+        }
+    }
+
+    /// The engine's full name, e.g. `ONNX Runtime`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Tract => "tract",
+            Self::Ort => "ONNX Runtime",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    /// `tract`, `ort` or `onnxruntime`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "tract" => Ok(Self::Tract),
+            "ort" | "onnxruntime" => Ok(Self::Ort),
+            other => Err(format!("unknown engine {other} (expected tract or ort)")),
+        }
+    }
+}
+
+/// Loads `path` in one engine; `threads` for the engines that take a thread count (ONNX
+/// Runtime; tract's kernels use the process-wide executor). ONNX Runtime in a build without
+/// the `ort` feature, or without a usable library, is [`InferError::Unavailable`].
+pub fn load_engine(
+    kind: EngineKind,
+    path: &std::path::Path,
+    threads: usize,
+) -> Result<Box<dyn Engine>, InferError> {
+    match kind {
+        EngineKind::Tract => Ok(Box::new(tract::TractEngine::load(path)?)),
+        EngineKind::Ort => load_ort(path, threads),
+    }
+}
+
+#[cfg(feature = "ort")]
+fn load_ort(path: &std::path::Path, threads: usize) -> Result<Box<dyn Engine>, InferError> {
+    ort::available()?;
+    Ok(Box::new(ort::OrtEngine::load(path, threads)?))
+}
+
+#[cfg(not(feature = "ort"))]
+fn load_ort(_: &std::path::Path, _: usize) -> Result<Box<dyn Engine>, InferError> {
+    Err(InferError::Unavailable(
+        "this build has no ONNX Runtime engine: rebuild with `--features ort`".into(),
+    ))
+}
+
+/// The engines [`load_engines`] loaded, and the ones it had to leave out.
+pub struct LoadedEngines {
+    /// In the order asked for.
+    pub engines: Vec<Box<dyn Engine>>,
+    /// One note per engine left out because it is unavailable here, e.g.
+    /// `ONNX Runtime skipped: ...`.
+    pub skipped: Vec<String>,
+}
+
+/// Loads `path` in each of `kinds`. An engine that is unavailable in this build or on this
+/// machine (ONNX Runtime without the feature or the library) is left out with a note; any other
+/// failure (a model the engine cannot load) is an error.
+pub fn load_engines(
+    path: &std::path::Path,
+    kinds: &[EngineKind],
+    threads: usize,
+) -> Result<LoadedEngines, InferError> {
+    let mut loaded = LoadedEngines {
+        engines: Vec::new(),
+        skipped: Vec::new(),
+    };
+    for &kind in kinds {
+        match load_engine(kind, path, threads) {
+            Ok(e) => loaded.engines.push(e),
+            Err(InferError::Unavailable(why)) => loaded
+                .skipped
+                .push(format!("{} skipped: {why}", kind.label())),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(loaded)
+}

@@ -2,7 +2,10 @@
 
 use std::path::Path;
 
-use super::{BuildSummary, EVAL_FILE, HostCheckRecord, StageEval};
+use super::stage::status;
+use super::stages::check::CHECK_FILE;
+use super::stages::export::FP32_FILE;
+use super::{BENCH_FILE, BuildSummary, EVAL_FILE, HostCheckRecord, StageEval};
 use crate::device::bench::BenchReport;
 use crate::report::{Curve, ModelRow, ReportInput, StageRow};
 use crate::train::Checkpoint;
@@ -27,7 +30,9 @@ fn role(stage: &str, method: &str) -> String {
     }
 }
 
-/// Builds the report input from the stage directories of `summary`.
+/// Builds the report input from the stage directories of `summary` (a failed stage's partial
+/// directory, which shows what failed; nothing of a skipped stage: its directory holds older
+/// artifacts, of other inputs).
 pub fn report_input(
     config: &super::config::PipelineConfig,
     summary: &BuildSummary,
@@ -39,10 +44,16 @@ pub fn report_input(
     let mut host_checks = Vec::new();
     let mut host_check_models = Vec::new();
     let mut devices: Vec<BenchReport> = Vec::new();
-    let onnx_bytes = std::fs::metadata(summary.run_dir.join("export/student.onnx"))
-        .ok()
+    let onnx_bytes = summary
+        .stages
+        .iter()
+        .find(|s| s.stage == "export" && s.status != status::SKIPPED)
+        .and_then(|s| std::fs::metadata(s.dir.join(FP32_FILE)).ok())
         .map(|m| m.len());
     for s in &summary.stages {
+        if s.status == status::SKIPPED {
+            continue;
+        }
         if let Some(eval) = read_json::<StageEval>(&s.dir.join(EVAL_FILE)) {
             let ret = eval.retrieval.as_ref();
             models.push(ModelRow {
@@ -65,7 +76,7 @@ pub fn report_input(
                 });
             }
         }
-        if let Some(records) = read_json::<Vec<HostCheckRecord>>(&s.dir.join("check.json")) {
+        if let Some(records) = read_json::<Vec<HostCheckRecord>>(&s.dir.join(CHECK_FILE)) {
             for r in records {
                 for e in r.engines {
                     host_check_models.push(r.model.clone());
@@ -73,7 +84,7 @@ pub fn report_input(
                 }
             }
         }
-        if let Some(d) = read_json::<BenchReport>(&s.dir.join("device.json")) {
+        if let Some(d) = read_json::<BenchReport>(&s.dir.join(BENCH_FILE)) {
             devices.push(d);
         }
     }
@@ -100,6 +111,7 @@ pub fn report_input(
                 seconds: s.seconds,
                 artifacts: s.artifacts.clone(),
                 fingerprint: s.fingerprint.clone(),
+                error: s.error.clone(),
             })
             .collect(),
         models,

@@ -279,6 +279,16 @@ fn stages(input: &ReportInput, b: &mut Vec<Block>) {
         ]);
     }
     b.push(Block::Table(t));
+    for s in input.stages.iter().filter(|s| s.status == "failed") {
+        b.push(Block::Callout(
+            Tone::Bad,
+            format!(
+                "Stage {} failed; the stages after it were skipped.",
+                s.stage
+            ),
+            s.error.iter().cloned().collect(),
+        ));
+    }
 }
 
 /// The P@k heading: `P@10` when every row shares k.

@@ -70,6 +70,9 @@ pub struct StageRow {
     pub artifacts: Vec<String>,
     /// Fingerprint of the stage's inputs.
     pub fingerprint: String,
+    /// Why it failed (status `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// One model of the comparison.

@@ -134,6 +134,7 @@ fn input() -> ReportInput {
                 seconds: 0.02,
                 artifacts: vec!["data/fashion-mnist".into()],
                 fingerprint: "9f2c1e0a7b3d55aa".into(),
+                error: None,
             },
             StageRow {
                 stage: "teacher".into(),
@@ -141,6 +142,7 @@ fn input() -> ReportInput {
                 seconds: 412.0,
                 artifacts: vec!["teacher/model.ckpt".into()],
                 fingerprint: "1a2b3c4d5e6f7788".into(),
+                error: None,
             },
             StageRow {
                 stage: "student-indistill".into(),
@@ -148,6 +150,7 @@ fn input() -> ReportInput {
                 seconds: 265.3,
                 artifacts: vec!["student/model.ckpt".into(), "student/history.json".into()],
                 fingerprint: "77aa88bb99cc00dd".into(),
+                error: None,
             },
             StageRow {
                 stage: "export".into(),
@@ -155,6 +158,7 @@ fn input() -> ReportInput {
                 seconds: 3.4,
                 artifacts: vec!["student.onnx".into(), "student-int8.onnx".into()],
                 fingerprint: "0011223344556677".into(),
+                error: None,
             },
             StageRow {
                 stage: "device:rpi4".into(),
@@ -162,6 +166,7 @@ fn input() -> ReportInput {
                 seconds: 0.0,
                 artifacts: vec![],
                 fingerprint: String::new(),
+                error: None,
             },
         ],
         models: vec![

@@ -1,0 +1,121 @@
+//! `auxiliary-baseline` (optional) and `auxiliary`: the auxiliary teacher, the student's
+//! depth and wider, learning from the teacher, optionally from its own supervised baseline.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::training::{TrainJob, distill_stage, train_stage, write_eval};
+use crate::config::{DistillConfig, TrainSettings};
+use crate::data::DataSource;
+use crate::pipeline::config::AuxiliarySection;
+use crate::pipeline::stage::{Context, Inputs, Stage};
+use crate::progress::Reporter;
+use crate::train::supervised::MODEL_FILE;
+
+/// Stage name of the auxiliary's supervised baseline.
+const BASELINE: &str = "auxiliary-baseline";
+
+/// Trains the auxiliary with cross-entropy, to start its transfer from.
+pub struct AuxiliaryBaseline {
+    /// Dataset.
+    pub data: DataSource,
+    /// Run seed.
+    pub seed: u64,
+    /// The auxiliary's model.
+    pub model: String,
+    /// `[auxiliary.baseline]`.
+    pub schedule: TrainSettings,
+}
+
+impl Stage for AuxiliaryBaseline {
+    fn name(&self) -> String {
+        BASELINE.into()
+    }
+
+    fn needs(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn inputs(&self) -> Result<serde_json::Value> {
+        Ok(Inputs::default()
+            .add("data", &self.data)?
+            .add("seed", &self.seed)?
+            .add("model", &self.model)?
+            .add("train", &self.schedule)?
+            .done())
+    }
+
+    fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
+        let splits = ctx.splits()?;
+        let job = TrainJob {
+            model: &self.model,
+            settings: &self.schedule,
+            seed: self.seed,
+            fingerprint: &super::own_hash(self)?,
+            dataset: self.data.name(),
+        };
+        train_stage(dir, &job, &splits, reporter)?;
+        write_eval(dir, &splits, true, self.schedule.eval_batch_size, reporter)
+    }
+}
+
+/// Distills the teacher into the auxiliary.
+pub struct Auxiliary {
+    /// Run name.
+    pub run: String,
+    /// Dataset.
+    pub data: DataSource,
+    /// Run seed.
+    pub seed: u64,
+    /// `[auxiliary]`.
+    pub section: AuxiliarySection,
+    /// Starts from [`AuxiliaryBaseline`]'s network.
+    pub from_baseline: bool,
+}
+
+impl Stage for Auxiliary {
+    fn name(&self) -> String {
+        "auxiliary".into()
+    }
+
+    fn needs(&self) -> Vec<String> {
+        let mut needs = vec!["teacher".to_string()];
+        if self.from_baseline {
+            needs.push(BASELINE.into());
+        }
+        needs
+    }
+
+    fn inputs(&self) -> Result<serde_json::Value> {
+        Ok(Inputs::default()
+            .add("seed", &self.seed)?
+            .add("section", &self.section)?
+            .done())
+    }
+
+    fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
+        let splits = ctx.splits()?;
+        let a = &self.section;
+        let dc = DistillConfig {
+            name: format!("{}-auxiliary", self.run),
+            seed: self.seed,
+            data: self.data.clone(),
+            teacher: Some(ctx.dir("teacher").join(MODEL_FILE)),
+            student: a.model.clone(),
+            init: self
+                .from_baseline
+                .then(|| ctx.dir(BASELINE).join(MODEL_FILE)),
+            train: a.train.clone(),
+            distill: a.distill.clone(),
+        };
+        distill_stage(&dc, dir, &splits, reporter)?;
+        write_eval(
+            dir,
+            &splits,
+            a.distill.weights().trains_head(),
+            a.train.eval_batch_size,
+            reporter,
+        )
+    }
+}

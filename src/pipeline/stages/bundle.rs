@@ -1,0 +1,111 @@
+//! `bundle-<target>`: the runner cross-compiled for a target, the exported models, a test
+//! shard and the host's reference outputs, in `bundle/`.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+
+use super::export::{FP32_FILE, INT8_FILE};
+use crate::board::TargetSpec;
+use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+use crate::fsutil::{sha256_file, sha256_hex};
+use crate::hostcheck::ModelInfo;
+use crate::pipeline::config::TargetsSection;
+use crate::pipeline::stage::{Context, Inputs, Stage};
+use crate::progress::Reporter;
+use crate::runner_schema::BenchSettings;
+
+/// The bundle directory inside the stage directory.
+pub const BUNDLE_DIR: &str = "bundle";
+
+/// Builds the bundle of one target.
+pub struct Bundle {
+    /// The target.
+    pub target: TargetSpec,
+    /// `[targets]`.
+    pub section: TargetsSection,
+}
+
+/// The stage name of `target`'s bundle.
+pub fn stage_name(target: &TargetSpec) -> String {
+    format!("bundle-{}", target.name)
+}
+
+/// Hash of the runner's sources and the lock file: a new runner means new bundles. A missing
+/// source file is an error (hashing it as empty would hide a broken checkout).
+fn runner_source_digest() -> Result<String> {
+    let root = crate::board::source_root();
+    let mut parts = String::new();
+    for f in [
+        "runner/src/main.rs",
+        "runner/src/schema.rs",
+        "runner/Cargo.toml",
+        "Cargo.lock",
+    ] {
+        let path = root.join(f);
+        let sha = sha256_file(&path).with_context(|| {
+            format!(
+                "hashing the runner source {} (the bundle's fingerprint depends on it)",
+                path.display()
+            )
+        })?;
+        parts.push_str(&sha);
+    }
+    Ok(sha256_hex(parts.as_bytes()))
+}
+
+impl Stage for Bundle {
+    fn name(&self) -> String {
+        stage_name(&self.target)
+    }
+
+    fn needs(&self) -> Vec<String> {
+        vec!["export".into()]
+    }
+
+    fn inputs(&self) -> Result<serde_json::Value> {
+        Ok(Inputs::default()
+            .add("target", &self.target)?
+            .add("section", &self.section)?
+            .add("runner", &runner_source_digest()?)?
+            .done())
+    }
+
+    fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
+        let target = &self.target;
+        reporter.line(format!(
+            "cross-compiling the runner for {} ({})",
+            target.name, target.triple
+        ));
+        let runner = crate::board::cross::build_runner(target)?;
+        let splits = ctx.splits()?;
+        let export_dir = ctx.dir("export");
+        let info = ModelInfo::read(&export_dir.join(FP32_FILE))?;
+        let norm = info
+            .normalization
+            .with_context(|| format!("{FP32_FILE} has no normalisation metadata"))?;
+        let shard = make_shard(&splits.test, &norm, self.section.shard_size);
+        let mut models = vec![("fp32".to_string(), export_dir.join(FP32_FILE))];
+        if export_dir.join(INT8_FILE).exists() {
+            models.push(("int8".to_string(), export_dir.join(INT8_FILE)));
+        }
+        reporter.line("writing the bundle (host reference outputs with tract)");
+        write_bundle(
+            &dir.join(BUNDLE_DIR),
+            &BundleInputs {
+                target,
+                runner: &runner,
+                models,
+                shard: &shard,
+                bench: BenchSettings {
+                    batches: self.section.batches.clone(),
+                    warmup: 5,
+                    runs: self.section.runs,
+                    min_seconds: 0.0,
+                    threads: 1,
+                },
+            },
+        )?;
+        Ok(())
+    }
+}

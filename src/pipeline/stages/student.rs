@@ -1,0 +1,57 @@
+//! `student`: the student, distilled from the auxiliary (or the teacher) with the configured
+//! method. Its baselines ([`super::baselines`]) are the same stage with another method.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use super::training::{distill_stage, write_eval};
+use crate::config::DistillConfig;
+use crate::pipeline::stage::{Context, Inputs, Stage};
+use crate::progress::Reporter;
+use crate::train::supervised::MODEL_FILE;
+
+/// Distills `source`'s network into the student.
+pub struct Student {
+    /// Stage name (`student`, `baseline-<method>`).
+    pub stage: String,
+    /// The stage whose network teaches (`auxiliary` or `teacher`).
+    pub source: String,
+    /// The distillation run; its `teacher` is set from `source` when the stage runs.
+    pub config: DistillConfig,
+}
+
+impl Stage for Student {
+    fn name(&self) -> String {
+        self.stage.clone()
+    }
+
+    fn needs(&self) -> Vec<String> {
+        vec![self.source.clone()]
+    }
+
+    fn inputs(&self) -> Result<serde_json::Value> {
+        let c = &self.config;
+        Ok(Inputs::default()
+            .add("data", &c.data)?
+            .add("seed", &c.seed)?
+            .add("student", &c.student)?
+            .add("train", &c.train)?
+            .add("distill", &c.distill)?
+            .done())
+    }
+
+    fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
+        let splits = ctx.splits()?;
+        let mut dc = self.config.clone();
+        dc.teacher = Some(ctx.dir(&self.source).join(MODEL_FILE));
+        distill_stage(&dc, dir, &splits, reporter)?;
+        write_eval(
+            dir,
+            &splits,
+            dc.distill.weights().trains_head(),
+            dc.train.eval_batch_size,
+            reporter,
+        )
+    }
+}
