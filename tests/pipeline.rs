@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn write_pipeline(dir: &Path, student_epochs: usize, train_images: usize) {
+    write_pipeline_with_drop(dir, student_epochs, train_images, 10.0);
+}
+
+/// The pipeline with a given `[check] max-accuracy-drop` (a negative one always fails).
+fn write_pipeline_with_drop(dir: &Path, student_epochs: usize, train_images: usize, drop: f64) {
     std::fs::write(
         dir.join("pipe.toml"),
         format!(
@@ -33,7 +38,7 @@ int8 = true
 calibration-images = 64
 [check]
 runs = 5
-max-accuracy-drop = 10.0
+max-accuracy-drop = {drop:.1}
 [targets]
 shard-size = 64
 runs = 3
@@ -144,6 +149,31 @@ fn stages_rebuild_only_when_their_inputs_change() {
         "{}",
         stderr(&bad)
     );
+
+    // A failed host check: exit code 3, the stage shown as failed in the summary and the
+    // report, the previous check kept.
+    write_pipeline_with_drop(p, 2, 400, -100.0);
+    let failed = build(p, &[]);
+    assert_eq!(failed.status.code(), Some(3), "{}", stderr(&failed));
+    let s = statuses(&failed);
+    assert_eq!(s[3], ("export".into(), "up to date".into()));
+    assert_eq!(s[4], ("check".into(), "failed".into()));
+    assert!(
+        json(&failed)["stages"][4]["error"]
+            .as_str()
+            .unwrap()
+            .contains("host check failed"),
+        "{s:?}"
+    );
+    assert!(
+        error_line(&failed, p).contains("host check failed"),
+        "{}",
+        stderr(&failed)
+    );
+    let md = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
+    assert!(md.contains("Stage check failed"), "{md}");
+    assert!(p.join("runs/pipe/check/check.json").is_file());
+    assert!(p.join("runs/pipe/check.partial/check.json").is_file());
 }
 
 #[test]
@@ -190,11 +220,11 @@ fn a_full_build_ends_with_the_aarch64_bundle_validated_under_qemu() {
         "{s:?}"
     );
     assert!(
-        s.contains(&("device-aarch64".into(), "built".into())),
+        s.contains(&("bench-aarch64".into(), "built".into())),
         "{s:?}"
     );
     let device: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.join("runs/pipe/device-aarch64/device.json")).unwrap(),
+        &std::fs::read_to_string(p.join("runs/pipe/bench-aarch64/bench.json")).unwrap(),
     )
     .unwrap();
     assert_eq!(device["passed"], true);

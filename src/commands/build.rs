@@ -48,7 +48,9 @@ fn default_pipeline() -> PathBuf {
 }
 
 fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::pipeline::{BuildOptions, BuildResult, build, config::PipelineConfig, human_secs};
+    use crate::pipeline::{
+        BuildOptions, BuildResult, build, config::PipelineConfig, describe_dataset, human_secs,
+    };
     let path = args.config.clone().unwrap_or_else(default_pipeline);
     let (config, _profiles) = PipelineConfig::load(&path, args.profile.as_deref())?;
     let targets = args
@@ -107,15 +109,7 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     let dataset = summary.dataset.clone().unwrap_or_else(|| {
         crate::data::load(&config.data).map_or_else(
             |_| config.data.name().to_string(),
-            |s| {
-                format!(
-                    "{} ({} train / {} test, {})",
-                    config.data.name(),
-                    s.train.len(),
-                    s.test.len(),
-                    s.train.shape
-                )
-            },
+            |s| describe_dataset(&config.data, &s),
         )
     });
     let input = crate::pipeline::gather::report_input(&config, &summary, &profile, &dataset);

@@ -84,15 +84,9 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult
         .outcomes
         .iter()
         .all(|o| o.status == stage::status::UP_TO_DATE);
-    let dataset = ctx.loaded_splits().map(|s| {
-        format!(
-            "{} ({} train / {} test, {})",
-            config.data.name(),
-            s.train.len(),
-            s.test.len(),
-            s.train.shape
-        )
-    });
+    let dataset = ctx
+        .loaded_splits()
+        .map(|s| describe_dataset(&config.data, &s));
     Ok(BuildResult {
         summary: BuildSummary {
             run_dir: root,
@@ -103,6 +97,17 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult
         },
         failure: run.failure,
     })
+}
+
+/// The report's dataset line, e.g. `synthetic (400 train / 200 test, 1x28x28)`.
+pub fn describe_dataset(data: &crate::data::DataSource, splits: &crate::data::Splits) -> String {
+    format!(
+        "{} ({} train / {} test, {})",
+        data.name(),
+        splits.train.len(),
+        splits.test.len(),
+        splits.train.shape
+    )
 }
 
 /// `95` -> `1m35s`.

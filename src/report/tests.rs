@@ -638,3 +638,28 @@ fn odd_inputs_still_plot() {
         assert!(!read(p).contains("NaN"), "{}", p.display());
     }
 }
+
+#[test]
+fn a_failed_stage_is_shown_with_its_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut input = input();
+    let export = input
+        .stages
+        .iter_mut()
+        .find(|s| s.stage == "export")
+        .unwrap();
+    export.status = "failed".into();
+    export.error = Some("int8: calibration found no finite range".into());
+    let files = write_report(tmp.path(), &input).unwrap();
+    let md = read(&files.markdown);
+    assert!(
+        md.contains("> **FAIL:** Stage export failed; the stages after it were skipped."),
+        "{md}"
+    );
+    assert!(
+        md.contains("> - int8: calibration found no finite range"),
+        "{md}"
+    );
+    let html = read(&files.html);
+    assert!(html.contains("int8: calibration found no finite range"));
+}
