@@ -13,6 +13,7 @@ use crate::eval::latency::LatencyStats;
 use crate::infer::parity::{Parity, Tolerance, compare};
 use crate::infer::{Batch, Engine, InferError};
 use crate::model::{Architecture, ConvNet};
+use crate::onnx::meta as meta_keys;
 use crate::onnx::proto;
 use crate::progress::Reporter;
 
@@ -50,13 +51,38 @@ impl ModelInfo {
         })?;
         let meta = proto::metadata(&model);
         let get = |k: &str| meta.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let architecture: Option<Architecture> =
-            get("architecture").and_then(|v| serde_json::from_str(&v).ok());
-        let normalization = match (get("normalization_mean"), get("normalization_std")) {
-            (Some(m), Some(s)) => serde_json::from_str(&m)
-                .ok()
-                .zip(serde_json::from_str(&s).ok())
-                .map(|(mean, std)| Normalization { mean, std }),
+        // A key that is present must parse: a model whose metadata lies is refused, not read
+        // as if the key were absent.
+        let parse = |k: &str| -> Result<Option<serde_json::Value>, InferError> {
+            get(k)
+                .map(|v| {
+                    serde_json::from_str(&v).map_err(|e| InferError::Load {
+                        path: path.display().to_string(),
+                        message: format!("metadata `{k}` is not valid JSON: {e}"),
+                    })
+                })
+                .transpose()
+        };
+        fn typed<T: serde::de::DeserializeOwned>(
+            path: &Path,
+            k: &str,
+            v: serde_json::Value,
+        ) -> Result<T, InferError> {
+            serde_json::from_value(v).map_err(|e| InferError::Load {
+                path: path.display().to_string(),
+                message: format!("metadata `{k}`: {e}"),
+            })
+        }
+        let architecture: Option<Architecture> = parse(meta_keys::ARCHITECTURE)?
+            .map(|v| typed(path, meta_keys::ARCHITECTURE, v))
+            .transpose()?;
+        let mean = parse(meta_keys::NORMALIZATION_MEAN)?;
+        let std = parse(meta_keys::NORMALIZATION_STD)?;
+        let normalization = match (mean, std) {
+            (Some(m), Some(s)) => Some(Normalization {
+                mean: typed(path, meta_keys::NORMALIZATION_MEAN, m)?,
+                std: typed(path, meta_keys::NORMALIZATION_STD, s)?,
+            }),
             _ => None,
         };
         Ok(Self {
@@ -66,8 +92,8 @@ impl ModelInfo {
             macs: architecture.as_ref().map(Architecture::macs),
             architecture,
             normalization,
-            quantized: get("quantization").is_some(),
-            dataset: get("dataset"),
+            quantized: get(meta_keys::QUANTIZATION).is_some(),
+            dataset: get(meta_keys::DATASET),
         })
     }
 }
