@@ -48,9 +48,7 @@ fn default_pipeline() -> PathBuf {
 }
 
 fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
-    use crate::pipeline::{
-        BuildOptions, BuildResult, build, config::PipelineConfig, describe_dataset, human_secs,
-    };
+    use crate::pipeline::{BuildOptions, BuildResult, build, config::PipelineConfig, human_secs};
     let path = args.config.clone().unwrap_or_else(default_pipeline);
     let (config, _profiles) = PipelineConfig::load(&path, args.profile.as_deref())?;
     let targets = args
@@ -109,7 +107,7 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     let dataset = summary.dataset.clone().unwrap_or_else(|| {
         crate::data::load(&config.data).map_or_else(
             |_| config.data.name().to_string(),
-            |s| describe_dataset(&config.data, &s),
+            |s| s.describe(config.data.name()),
         )
     });
     let input = crate::pipeline::gather::report_input(&config, &summary, &profile, &dataset);

@@ -203,14 +203,9 @@ pub struct Splits {
 
 impl Splits {
     /// One line for reports and logs: `NAME (TRAIN train / TEST test, CxHxW)`, e.g.
-    /// `fashion-mnist (60000 train / 10000 test, 1x28x28)`. NAME is the source's name (the
-    /// training split's name without its `/train` suffix).
-    pub fn describe(&self) -> String {
-        let name = self
-            .train
-            .name
-            .strip_suffix("/train")
-            .unwrap_or(&self.train.name);
+    /// `fashion-mnist (60000 train / 10000 test, 1x28x28)`; `name` is the source's name
+    /// ([`DataSource::name`]).
+    pub fn describe(&self, name: &str) -> String {
         format!(
             "{name} ({} train / {} test, {})",
             self.train.len(),
@@ -484,7 +479,10 @@ mod tests {
         let mut test = tiny().subset(&[0]);
         test.name = "synthetic/test".into();
         let s = Splits { train, test };
-        assert_eq!(s.describe(), "synthetic (3 train / 1 test, 1x1x2)");
+        assert_eq!(
+            s.describe("synthetic"),
+            "synthetic (3 train / 1 test, 1x1x2)"
+        );
     }
 
     #[test]

@@ -254,13 +254,7 @@ impl PipelineConfig {
 
     /// Range checks of every section.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
-        if self.name.trim().is_empty() || self.name.contains(['/', '\\']) {
-            return Err(ConfigError::Invalid {
-                origin: origin.into(),
-                field: "name".into(),
-                message: "expected a non-empty name without path separators".into(),
-            });
-        }
+        crate::config::validate_name(origin, "name", &self.name)?;
         self.teacher.train.validate(origin, "teacher.train")?;
         if let Some(a) = &self.auxiliary {
             a.train.validate(origin, "auxiliary.train")?;

@@ -84,9 +84,7 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult
         .outcomes
         .iter()
         .all(|o| o.status == stage::status::UP_TO_DATE);
-    let dataset = ctx
-        .loaded_splits()
-        .map(|s| describe_dataset(&config.data, &s));
+    let dataset = ctx.loaded_splits().map(|s| s.describe(config.data.name()));
     Ok(BuildResult {
         summary: BuildSummary {
             run_dir: root,
@@ -97,17 +95,6 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult
         },
         failure: run.failure,
     })
-}
-
-/// The report's dataset line, e.g. `synthetic (400 train / 200 test, 1x28x28)`.
-pub fn describe_dataset(data: &crate::data::DataSource, splits: &crate::data::Splits) -> String {
-    format!(
-        "{} ({} train / {} test, {})",
-        data.name(),
-        splits.train.len(),
-        splits.test.len(),
-        splits.train.shape
-    )
 }
 
 /// `95` -> `1m35s`.
