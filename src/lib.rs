@@ -21,7 +21,10 @@ pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod report;
-pub mod runner_schema;
 pub mod runtime;
 pub mod table;
 pub mod train;
+
+/// Temporary alias while the code moves to [`distill_edge_schema`] (the formats shared with the
+/// on-device runner).
+pub use distill_edge_schema as runner_schema;

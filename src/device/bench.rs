@@ -302,8 +302,9 @@ mod tests {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args([
                 "build",
-                "-p",
-                "distill-edge-runner",
+                "--manifest-path",
+                "runner/Cargo.toml",
+                "--locked",
                 "--message-format=json",
             ])
             .output()

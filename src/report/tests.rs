@@ -38,13 +38,15 @@ fn stats(p50: f64) -> LatencyStats {
 fn device_latency(batch: usize, p50: f64) -> Latency {
     Latency {
         batch,
-        runs: 50,
-        min_ms: p50 * 0.95,
-        p50_ms: p50,
-        p90_ms: p50 * 1.08,
-        p99_ms: p50 * 1.3,
-        max_ms: p50 * 1.6,
-        mean_ms: p50 * 1.04,
+        stats: LatencyStats {
+            runs: 50,
+            min_ms: p50 * 0.95,
+            p50_ms: p50,
+            p90_ms: p50 * 1.08,
+            p99_ms: p50 * 1.3,
+            max_ms: p50 * 1.6,
+            mean_ms: p50 * 1.04,
+        },
     }
 }
 
