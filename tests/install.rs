@@ -115,7 +115,10 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
         "run",
     ]);
     run(&["-q", "export", "run", "-o", "model.onnx"]);
-    eprintln!("install: train and export {:.0}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "install: train and export {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
 
     let t = Instant::now();
     run(&[

@@ -14,8 +14,8 @@ use tract_onnx::prelude::*;
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
 use distill_edge_schema::{
-    FORMAT, Latency, MANIFEST, Manifest, ModelResult, RunnerResult, SHARD_BATCH, Shard,
-    f32_le_bytes, sha256_hex,
+    BenchSettings, FORMAT, Latency, MANIFEST, Manifest, ModelResult, RunnerResult, SHARD_BATCH,
+    Shard, f32_le_bytes, sha256_hex,
 };
 
 const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--threads N] [--batches 1,8] [--no-verify]";
@@ -122,7 +122,7 @@ fn run_model(
     name: &str,
     file: &str,
     shard: &Shard,
-    bench: &schema::BenchSettings,
+    bench: &BenchSettings,
 ) -> TractResult<ModelResult> {
     let path = dir.join(file);
     let model = tract_onnx::onnx()

@@ -135,7 +135,11 @@ pub fn cache_root() -> Option<PathBuf> {
 /// whole or not at all (written under a temporary name, then renamed) and is reused while its
 /// files match.
 pub fn materialise() -> Result<PathBuf, MaterialiseError> {
-    materialise_in(&cache_root().ok_or(MaterialiseError::NoCacheDir)?.join("sources"))
+    materialise_in(
+        &cache_root()
+            .ok_or(MaterialiseError::NoCacheDir)?
+            .join("sources"),
+    )
 }
 
 /// [`materialise`] under `sources` instead of the cache.
@@ -151,7 +155,11 @@ pub fn materialise_in(sources: &Path) -> Result<PathBuf, MaterialiseError> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
-    let tmp = sources.join(format!(".tmp-{}-{}-{nanos}", &digest[..16], std::process::id()));
+    let tmp = sources.join(format!(
+        ".tmp-{}-{}-{nanos}",
+        &digest[..16],
+        std::process::id()
+    ));
     let written = write_tree(&tmp, &files);
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&tmp);
@@ -159,7 +167,11 @@ pub fn materialise_in(sources: &Path) -> Result<PathBuf, MaterialiseError> {
     }
     if dir.exists() {
         // Incomplete or edited by hand: move it aside, then drop it.
-        let old = sources.join(format!(".old-{}-{}-{nanos}", &digest[..16], std::process::id()));
+        let old = sources.join(format!(
+            ".old-{}-{}-{nanos}",
+            &digest[..16],
+            std::process::id()
+        ));
         if std::fs::rename(&dir, &old).is_ok() {
             let _ = std::fs::remove_dir_all(&old);
         }
@@ -173,7 +185,10 @@ pub fn materialise_in(sources: &Path) -> Result<PathBuf, MaterialiseError> {
         }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            Err(MaterialiseError::Io { path: dir, source: e })
+            Err(MaterialiseError::Io {
+                path: dir,
+                source: e,
+            })
         }
     }
 }
@@ -212,12 +227,7 @@ mod tests {
                         stack.push(p);
                     }
                 } else if p.extension().is_some_and(|e| e == ext) {
-                    out.push(
-                        p.strip_prefix(root)
-                            .unwrap()
-                            .to_string_lossy()
-                            .into_owned(),
-                    );
+                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
                 }
             }
         }
@@ -240,7 +250,10 @@ mod tests {
             .map(String::from),
         );
         for w in &wanted {
-            assert!(embedded.contains(w), "{w} is not embedded: add it to embedded.rs");
+            assert!(
+                embedded.contains(w),
+                "{w} is not embedded: add it to embedded.rs"
+            );
         }
         for (rel, bytes) in all_files() {
             let on_disk = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)).unwrap();

@@ -101,19 +101,18 @@ impl TargetSpec {
     /// directory, else the file of that name shipped in this binary.
     pub fn resolve(name_or_path: &str) -> Result<Self, ConfigError> {
         let as_path = Path::new(name_or_path);
-        let (path, text) =
-            if name_or_path.ends_with(".toml") || as_path.components().count() > 1 {
-                (as_path.to_path_buf(), None)
-            } else {
-                let local = Path::new("targets").join(format!("{name_or_path}.toml"));
-                match embedded::target_text(name_or_path) {
-                    Some(text) if !local.is_file() => (
-                        PathBuf::from(format!("<built-in>/targets/{name_or_path}.toml")),
-                        Some(text),
-                    ),
-                    _ => (local, None),
-                }
-            };
+        let (path, text) = if name_or_path.ends_with(".toml") || as_path.components().count() > 1 {
+            (as_path.to_path_buf(), None)
+        } else {
+            let local = Path::new("targets").join(format!("{name_or_path}.toml"));
+            match embedded::target_text(name_or_path) {
+                Some(text) if !local.is_file() => (
+                    PathBuf::from(format!("<built-in>/targets/{name_or_path}.toml")),
+                    Some(text),
+                ),
+                _ => (local, None),
+            }
+        };
         let text = match text {
             Some(t) => t.to_string(),
             None if !path.is_file() => {
