@@ -84,16 +84,14 @@ pub struct TargetSpec {
     pub budget: LatencyBudget,
 }
 
-/// The checkout this binary was compiled from (`DISTILL_EDGE_SOURCE` overrides it).
+/// The checkout this binary was compiled from.
 ///
 /// Temporary: only `pipeline::runner_source_digest` still reads it; it is to use
 /// [`embedded::runner_source_digest`] instead, then this goes. Nothing in `board` needs the
 /// checkout any more.
 #[doc(hidden)]
 pub fn source_root() -> PathBuf {
-    std::env::var_os("DISTILL_EDGE_SOURCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 impl TargetSpec {
