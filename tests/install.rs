@@ -88,7 +88,6 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
         let mut cmd = Command::new(&bin);
         cmd.current_dir(&work)
             .args(args)
-            .env_remove("DISTILL_EDGE_SOURCE")
             .env("XDG_CACHE_HOME", &cache)
             .env("CARGO_TARGET_DIR", &target);
         let out = cmd.output().expect("spawn the installed distill-edge");
