@@ -444,7 +444,10 @@ mod tests {
     #[test]
     fn temporary_names_carry_their_owner_pid() {
         let me = std::process::id();
-        assert_eq!(temp_owner(".model.ckpt.tmp-1234-00ff00ff00ff00ff"), Some(1234));
+        assert_eq!(
+            temp_owner(".model.ckpt.tmp-1234-00ff00ff00ff00ff"),
+            Some(1234)
+        );
         assert_eq!(temp_owner(".bundle.tmp-77"), Some(77));
         assert_eq!(temp_owner(".bundle.old-77"), Some(77));
         for not_temp in [
@@ -462,7 +465,12 @@ mod tests {
         // what this module makes is found again
         let dir = tempfile::tempdir().unwrap();
         let tmp = sibling_temp_dir(&dir.path().join("bundle")).unwrap();
-        let name = tmp.path().file_name().unwrap().to_string_lossy().into_owned();
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert_eq!(temp_owner(&name), Some(me), "{name}");
     }
 
@@ -474,7 +482,11 @@ mod tests {
         let dead_file = r.join(format!(".model.ckpt.tmp-{DEAD_PID}-0123456789abcdef"));
         let dead_dir = r.join(format!("sub/.bundle.tmp-{DEAD_PID}"));
         let live_file = r.join(format!(".metrics.json.tmp-{me}-0123456789abcdef"));
-        let keep = [r.join("model.ckpt"), r.join("sub/bundle/x"), r.join(".lock")];
+        let keep = [
+            r.join("model.ckpt"),
+            r.join("sub/bundle/x"),
+            r.join(".lock"),
+        ];
         fs::create_dir_all(dead_dir.join("inner")).unwrap();
         fs::write(dead_dir.join("inner/f"), b"x").unwrap();
         fs::write(&dead_file, b"x").unwrap();

@@ -8,11 +8,11 @@ use std::rc::Rc;
 use anyhow::{Result, bail};
 
 use super::stage::{
-    Context, Inputs, LOG_FILE, STAGE_FILE, Stage, StageRecord, StagesRun, fingerprints,
-    run_stages, status,
+    Context, Inputs, LOG_FILE, STAGE_FILE, Stage, StageRecord, StagesRun, fingerprints, run_stages,
+    status,
 };
-use crate::fsutil::DirLock;
 use crate::data::DataSource;
+use crate::fsutil::DirLock;
 use crate::progress::Reporter;
 
 /// How a fake stage behaves.
