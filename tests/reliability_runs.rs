@@ -364,6 +364,7 @@ fn a_run_name_of_dotdot_is_refused_and_writes_nothing() {
         &["build", "--config", "pipe.toml"],
         &["distill", "--config", "distill.toml"],
         &["distill", "--config", "distill.toml", "--name", ".."],
+        &["compare", "--config", "distill.toml"],
     ];
     for args in cases {
         let out = run(&p, args);
