@@ -3,8 +3,10 @@
 # (or natively for x86_64), and fail on any accuracy or output mismatch with the host.
 #   scripts/ci-cross-check.sh [--model M.onnx [--int8 Q.onnx] --config C.toml] [TARGET ...]
 # Without --model, a tiny model is trained on generated data and exported (fp32 and int8).
-# Without targets, every file in targets/ is checked. Cross builds are cached in
-# $CARGO_TARGET_DIR (outside the clone).
+# Without targets, every file in targets/ is checked. The runner is cross-compiled by
+# `distill-edge build` from the sources embedded in the binary (runner/ is its own workspace,
+# written out under ~/.cache/distill-edge/sources); builds are cached in $CARGO_TARGET_DIR
+# (outside the clone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh

@@ -4,11 +4,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 source scripts/env.sh
+# Tests that need a tool (qemu, a cross linker, a rustup target) fail instead of skipping.
+export DISTILL_EDGE_REQUIRE_TOOLS=1
 start=$SECONDS
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
+# The runner is its own workspace (built from the sources embedded in distill-edge).
+cargo fmt --manifest-path runner/Cargo.toml --all -- --check
 echo "== cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+cargo clippy --manifest-path runner/Cargo.toml --all-targets --locked -- -D warnings
 echo "== cargo check (default features)" >&2
 cargo check --workspace --locked
 echo "== cargo test (with the ONNX Runtime engine)" >&2

@@ -431,7 +431,7 @@ pub struct BuildArgs {
     pub target: Vec<String>,
     /// Build the runner for speed or size (default: the target file's `optimize`, else
     /// speed). `size` makes it about 2.3x smaller and slower; see docs/BENCHMARKS.md.
-    #[arg(long, value_name = "GOAL")]
+    #[arg(long, value_name = "GOAL", value_parser = optimize_parser())]
     pub optimize: Option<crate::board::Optimize>,
     /// Pipeline config (default configs/pipeline/fashion-mnist.toml); with --model, the config whose
     /// `[data]` gives the test shard.

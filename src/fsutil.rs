@@ -81,7 +81,7 @@ pub fn replace_dir(new: &Path, dir: &Path, old: &Path) -> io::Result<()> {
 }
 
 /// Hex SHA-256 of a byte slice (the runner's definition: bundle digests must agree).
-pub use crate::runner_schema::sha256_hex;
+pub use distill_edge_schema::sha256_hex;
 
 /// Hex SHA-256 of a file's contents.
 pub fn sha256_file(path: &Path) -> io::Result<String> {

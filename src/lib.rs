@@ -21,7 +21,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod prune;
 pub mod report;
-pub mod runner_schema;
 pub mod runtime;
 pub mod table;
 pub mod testing;

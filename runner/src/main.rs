@@ -1,13 +1,9 @@
 //! `distill-edge-runner`: the on-device binary. Verifies a bundle against its manifest, runs
 //! every model on the bundled test shard with tract (top-1, outputs digest) and benchmarks
-//! latency, then prints one JSON document (the schema in `schema.rs`, shared with the host).
+//! latency, then prints one JSON document (the `distill-edge-schema` crate, shared with the host).
 //!
 //! Usage: `distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N]
 //!         [--seconds S] [--threads N] [--batches 1,8] [--no-verify]`
-
-// Shared with the host, which also uses the writers.
-#[allow(dead_code)]
-mod schema;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,9 +13,9 @@ use tract_onnx::prelude::*;
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
-use schema::{
-    FORMAT, Latency, MANIFEST, Manifest, ModelResult, RunnerResult, SHARD_BATCH, Shard,
-    f32_le_bytes, sha256_hex,
+use distill_edge_schema::{
+    BenchSettings, FORMAT, Latency, MANIFEST, Manifest, ModelResult, RunnerResult, SHARD_BATCH,
+    Shard, f32_le_bytes, sha256_hex,
 };
 
 const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--threads N] [--batches 1,8] [--no-verify]";
@@ -126,7 +122,7 @@ fn run_model(
     name: &str,
     file: &str,
     shard: &Shard,
-    bench: &schema::BenchSettings,
+    bench: &BenchSettings,
 ) -> TractResult<ModelResult> {
     let path = dir.join(file);
     let model = tract_onnx::onnx()

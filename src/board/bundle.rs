@@ -10,7 +10,7 @@ use crate::data::prep::{Normalization, fill_batch};
 use crate::fsutil::{sha256_file, sha256_hex};
 use crate::infer::Batch;
 use crate::infer::tract::TractEngine;
-use crate::runner_schema::{
+use distill_edge_schema::{
     BenchSettings, FORMAT, FileEntry, HostReference, MANIFEST, Manifest, ModelEntry, SHARD_BATCH,
     Shard, f32_le_bytes,
 };
@@ -26,12 +26,33 @@ pub enum BundleError {
         /// Cause.
         source: std::io::Error,
     },
+    /// Copying a file into the bundle failed (disk full, unreadable source...).
+    #[error("copying {} to {}: {source}", from.display(), to.display())]
+    Copy {
+        /// The file copied.
+        from: PathBuf,
+        /// Where it was going.
+        to: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// tract could not run a model on the shard.
     #[error(transparent)]
     Infer(#[from] crate::infer::InferError),
     /// Inputs that do not fit together.
     #[error("{0}")]
     Invalid(String),
+}
+
+/// Copies `from` to `to`; an error names both files.
+fn copy(from: &Path, to: &Path) -> Result<(), BundleError> {
+    std::fs::copy(from, to)
+        .map(drop)
+        .map_err(|source| BundleError::Copy {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            source,
+        })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BundleError + '_ {
@@ -101,22 +122,11 @@ pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, B
         .to_string_lossy()
         .into_owned();
     let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let result = fill(&tmp, inputs);
-    let manifest = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
-        }
-    };
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    crate::fsutil::replace_dir(&tmp, dir, &old).map_err(io(dir))?;
+    // Removed on drop: a failed fill leaves nothing behind.
+    let tmp = crate::fsutil::sibling_temp_dir(dir).map_err(io(parent))?;
+    let manifest = fill(tmp.path(), inputs)?;
+    let old = parent.join(format!(".{name}.old-{}", crate::fsutil::unique_suffix()));
+    crate::fsutil::replace_dir(&tmp.keep(), dir, &old).map_err(io(dir))?;
     Ok(manifest)
 }
 
@@ -132,7 +142,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         Ok(())
     };
     let runner = tmp.join("distill-edge-runner");
-    std::fs::copy(inputs.runner, &runner).map_err(io(inputs.runner))?;
+    copy(inputs.runner, &runner)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -141,13 +151,14 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
     }
     add("distill-edge-runner")?;
     let shard_file = "shard.bin";
-    std::fs::write(tmp.join(shard_file), inputs.shard.to_bytes()).map_err(io(tmp))?;
+    let shard_path = tmp.join(shard_file);
+    std::fs::write(&shard_path, inputs.shard.to_bytes()).map_err(io(&shard_path))?;
     add(shard_file)?;
     let mut models = Vec::new();
     let mut host = Vec::new();
     for (name, src) in &inputs.models {
         let file = format!("student-{name}.onnx");
-        std::fs::copy(src, tmp.join(&file)).map_err(io(src))?;
+        copy(src, &tmp.join(&file))?;
         add(&file)?;
         let engine = TractEngine::load(&tmp.join(&file))?;
         let [c, h, w] = engine.input_shape();
@@ -161,7 +172,8 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         let logits = shard_logits(&engine, inputs.shard)?;
         let bytes = f32_le_bytes(&logits);
         let reference = format!("reference-{name}.bin");
-        std::fs::write(tmp.join(&reference), &bytes).map_err(io(tmp))?;
+        let reference_path = tmp.join(&reference);
+        std::fs::write(&reference_path, &bytes).map_err(io(&reference_path))?;
         add(&reference)?;
         host.push(HostReference {
             model: name.clone(),

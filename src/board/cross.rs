@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{TargetSpec, source_root};
+use super::TargetSpec;
+use super::embedded::{self, MaterialiseError};
 
 /// Why the runner could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -24,21 +25,14 @@ pub enum CrossError {
         /// Last lines of cargo's output.
         tail: String,
     },
-    /// The sources of the runner are not where this binary was built.
-    #[error(
-        "{0}: the runner's sources are not here; run from a distill-edge checkout or set DISTILL_EDGE_SOURCE"
-    )]
-    NoSource(PathBuf),
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+    /// The runner's sources (embedded in this binary) could not be written out.
+    #[error("writing the runner's sources: {0}")]
+    Sources(#[from] MaterialiseError),
 }
 
 /// Checks that the rustup target, linker and C tools are installed.
 pub fn check_toolchain(target: &TargetSpec) -> Result<(), CrossError> {
-    if !target.is_host() && on_path("rustup") {
+    if !target.is_host() && crate::fsutil::find_program("rustup").is_some() {
         let out = Command::new("rustup")
             .args(["target", "list", "--installed"])
             .output()
@@ -61,7 +55,7 @@ pub fn check_toolchain(target: &TargetSpec) -> Result<(), CrossError> {
         .into_iter()
         .flatten()
     {
-        if !on_path(tool) {
+        if crate::fsutil::find_program(tool).is_none() {
             return Err(CrossError::MissingTool {
                 tool: tool.clone(),
                 hint: target.install_hint(),
@@ -71,28 +65,29 @@ pub fn check_toolchain(target: &TargetSpec) -> Result<(), CrossError> {
     Ok(())
 }
 
-/// Where cross builds go: `CARGO_TARGET_DIR`, else `~/.cache/distill-edge/target`.
+/// Where cross builds go: `CARGO_TARGET_DIR`, else `target/` under the cache
+/// (`$XDG_CACHE_HOME/distill-edge` or `~/.cache/distill-edge`), so builds are reused across
+/// runs and directories.
 pub fn cargo_build_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/distill-edge/target"))
-        })
+        .or_else(|| embedded::cache_root().map(|c| c.join("target")))
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
-/// The cargo command that builds the runner for `target` (profile `runner` or
-/// `runner-size`: fat LTO, one codegen unit, panic=abort, stripped).
+/// The cargo command that builds the runner for `target` from the sources under `root` (as
+/// [`embedded::materialise`] writes them: `runner/` and `schema/`), with profile `runner` or
+/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped).
 pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(root.join("runner").join("Cargo.toml"))
         .args([
-            "build",
             "--locked",
             "--profile",
             target.optimize.profile(),
-            "-p",
-            "distill-edge-runner",
             "--target",
             &target.triple,
         ])
@@ -111,13 +106,11 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
     cmd
 }
 
-/// Builds the runner for `target` and returns the binary's path.
+/// Builds the runner for `target` from the sources embedded in this binary and returns the
+/// binary's path.
 pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
     check_toolchain(target)?;
-    let root = source_root();
-    if !root.join("runner").join("Cargo.toml").is_file() {
-        return Err(CrossError::NoSource(root));
-    }
+    let root = embedded::materialise()?;
     let out = cargo_command(target, &root)
         .output()
         .map_err(|e| CrossError::MissingTool {
@@ -195,8 +188,13 @@ mod tests {
         assert_eq!(profile_of(&t), "runner");
         t.optimize = super::super::Optimize::Size;
         assert_eq!(profile_of(&t), "runner-size");
-        // The profile exists in the workspace manifest (cargo would refuse an unknown one).
-        let manifest = std::fs::read_to_string(source_root().join("Cargo.toml")).unwrap();
+        // The profile exists in the runner's manifest (cargo would refuse an unknown one).
+        let manifest = embedded::RUNNER_FILES
+            .iter()
+            .find(|(p, _)| *p == "runner/Cargo.toml")
+            .map(|(_, b)| String::from_utf8_lossy(b))
+            .unwrap();
+        assert!(manifest.contains("[profile.runner]"));
         assert!(manifest.contains("[profile.runner-size]"));
         let body = target_toml_body("aarch64");
         assert!(
@@ -209,6 +207,23 @@ mod tests {
     }
 
     fn target_toml_body(name: &str) -> String {
-        std::fs::read_to_string(source_root().join("targets").join(format!("{name}.toml"))).unwrap()
+        embedded::target_text(name).unwrap().to_string()
+    }
+
+    #[test]
+    fn cargo_builds_the_materialised_runner_workspace() {
+        let t = TargetSpec::resolve("aarch64").unwrap();
+        let root = Path::new("/cache/sources/abc");
+        let cmd = cargo_command(&t, root);
+        let args: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args[0], "build");
+        let i = args.iter().position(|a| a == "--manifest-path").unwrap();
+        assert_eq!(args[i + 1], "/cache/sources/abc/runner/Cargo.toml");
+        assert!(args.iter().any(|a| a == "--locked"));
+        assert!(!args.iter().any(|a| a == "-p"));
+        assert_eq!(cmd.get_current_dir(), Some(root));
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod bundle;
 pub mod cross;
+pub mod embedded;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ fn default_drop() -> f64 {
 }
 
 /// What the runner's compiler optimises for (the cargo profile `build` uses).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optimize {
     /// Profile `runner` (opt-level 3): the fastest runner (about 19 MB on aarch64).
@@ -83,49 +84,47 @@ pub struct TargetSpec {
     pub budget: LatencyBudget,
 }
 
-/// The `targets/` directory of this checkout (compiled-in path; `DISTILL_EDGE_SOURCE`
-/// overrides the checkout root).
-pub fn source_root() -> PathBuf {
-    std::env::var_os("DISTILL_EDGE_SOURCE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
-}
-
 impl TargetSpec {
-    /// A target by file stem (`targets/<name>.toml` in the current directory, then in the
-    /// checkout) or by path to a TOML file.
+    /// A target by path to a TOML file, or by name: `targets/<name>.toml` in the current
+    /// directory, else the file of that name shipped in this binary.
     pub fn resolve(name_or_path: &str) -> Result<Self, ConfigError> {
         let as_path = Path::new(name_or_path);
-        let candidates = if name_or_path.ends_with(".toml") || as_path.components().count() > 1 {
-            vec![as_path.to_path_buf()]
+        let (path, text) = if name_or_path.ends_with(".toml") || as_path.components().count() > 1 {
+            (as_path.to_path_buf(), None)
         } else {
-            vec![
-                Path::new("targets").join(format!("{name_or_path}.toml")),
-                source_root()
-                    .join("targets")
-                    .join(format!("{name_or_path}.toml")),
-            ]
-        };
-        let Some(path) = candidates.iter().find(|p| p.is_file()) else {
-            return Err(ConfigError::Invalid {
-                origin: "--target".into(),
-                field: name_or_path.into(),
-                message: format!(
-                    "no such target; expected one of {} or a path to a target TOML",
-                    Self::available().join(", ")
+            let local = Path::new("targets").join(format!("{name_or_path}.toml"));
+            match embedded::target_text(name_or_path) {
+                Some(text) if !local.is_file() => (
+                    PathBuf::from(format!("<built-in>/targets/{name_or_path}.toml")),
+                    Some(text),
                 ),
-            });
+                _ => (local, None),
+            }
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        parse_toml(&text, path)
+        let text = match text {
+            Some(t) => t.to_string(),
+            None if !path.is_file() => {
+                return Err(ConfigError::Invalid {
+                    origin: "--target".into(),
+                    field: name_or_path.into(),
+                    message: format!(
+                        "no such target; expected one of {} or a path to a target TOML",
+                        Self::available().join(", ")
+                    ),
+                });
+            }
+            None => std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+                path: path.clone(),
+                source,
+            })?,
+        };
+        parse_toml(&text, &path)
     }
 
-    /// Names of the targets in the checkout's `targets/`.
+    /// Names of the known targets: those in `targets/` of the current directory and those
+    /// shipped in this binary.
     pub fn available() -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(source_root().join("targets"))
+        let mut names: Vec<String> = std::fs::read_dir("targets")
             .map(|rd| {
                 rd.filter_map(|e| {
                     let p = e.ok()?.path();
@@ -137,7 +136,9 @@ impl TargetSpec {
                 .collect()
             })
             .unwrap_or_default();
+        names.extend(embedded::TARGETS.iter().map(|(n, _)| n.to_string()));
         names.sort();
+        names.dedup();
         names
     }
 
@@ -186,6 +187,17 @@ mod tests {
             armv7.env.get("TRACT_CPU_ARM32_NEON").map(String::as_str),
             Some("true")
         );
+    }
+
+    #[test]
+    fn targets_resolve_without_a_checkout() {
+        // The tests run in the checkout; the built-in copies are the same files.
+        for (name, text) in embedded::TARGETS {
+            let parsed: TargetSpec =
+                parse_toml(text, Path::new(&format!("<built-in>/targets/{name}.toml"))).unwrap();
+            assert_eq!(&parsed.name, name);
+            assert_eq!(parsed, TargetSpec::resolve(name).unwrap());
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::cli::{BuildArgs, GlobalArgs};
 use crate::data;
 use crate::hostcheck::ModelInfo;
 use crate::progress::Reporter;
-use crate::runner_schema::{BenchSettings, Manifest};
 use crate::table::Table;
+use distill_edge_schema::{BenchSettings, Manifest};
 
 /// What `build` produced.
 #[derive(Debug, Serialize)]
@@ -37,14 +37,16 @@ pub fn run(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     }
 }
 
-/// The default pipeline config: `configs/pipeline/fashion-mnist.toml` here, else in the checkout.
+/// The default pipeline config: `configs/pipeline/fashion-mnist.toml` here, else the copy
+/// shipped in this binary (written out to the cache).
 fn default_pipeline() -> PathBuf {
-    let local = PathBuf::from("configs/pipeline/fashion-mnist.toml");
+    use crate::board::embedded::{DEFAULT_PIPELINE, materialise};
+    let local = PathBuf::from(DEFAULT_PIPELINE);
     if local.is_file() {
-        local
-    } else {
-        crate::board::source_root().join("configs/pipeline/fashion-mnist.toml")
+        return local;
     }
+    // Loading reports the missing file when the cache cannot be written either.
+    materialise().map_or(local, |root| root.join(DEFAULT_PIPELINE))
 }
 
 fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::{DeviceError, Transport};
 use crate::board::TargetSpec;
 use crate::infer::parity::{Parity, Tolerance, compare};
-use crate::runner_schema::{MANIFEST, Manifest, ModelResult, RunnerResult};
+use distill_edge_schema::{MANIFEST, Manifest, ModelResult, RunnerResult};
 
 /// Errors running a bundle on a device.
 #[derive(Debug, thiserror::Error)]
@@ -271,8 +271,8 @@ mod tests {
     use crate::data::prep::Normalization;
     use crate::model::{ConvNet, ModelSpec};
     use crate::onnx::export::{ExportOptions, export_model};
-    use crate::runner_schema::BenchSettings;
     use crate::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
+    use distill_edge_schema::BenchSettings;
 
     /// Builds the runner for this host with cargo (dev profile: it shares the test build's
     /// dependencies) and returns its path.
@@ -282,8 +282,9 @@ mod tests {
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .args([
                 "build",
-                "-p",
-                "distill-edge-runner",
+                "--manifest-path",
+                "runner/Cargo.toml",
+                "--locked",
                 "--message-format=json",
             ])
             .output()

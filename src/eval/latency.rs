@@ -1,59 +1,7 @@
 //! Summary statistics of repeated latency measurements.
 
-use serde::{Deserialize, Serialize};
-
-/// Summary of latency samples, all in milliseconds.
-///
-/// Percentiles use the nearest-rank definition on the ascending sorted samples `s[0..n]`:
-/// the `p`-th percentile is `s[max(1, ceil(p * n / 100)) - 1]`, so every reported value is one
-/// of the measured samples (no interpolation). `min_ms` and `max_ms` are the 0th and 100th
-/// percentiles, `mean_ms` the arithmetic mean.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LatencyStats {
-    /// Number of samples summarised (finite samples only, see [`LatencyStats::from_samples`]).
-    pub runs: usize,
-    /// Smallest sample.
-    pub min_ms: f64,
-    /// Median by nearest rank.
-    pub p50_ms: f64,
-    /// 90th percentile by nearest rank.
-    pub p90_ms: f64,
-    /// 99th percentile by nearest rank.
-    pub p99_ms: f64,
-    /// Largest sample.
-    pub max_ms: f64,
-    /// Arithmetic mean.
-    pub mean_ms: f64,
-}
-
-impl LatencyStats {
-    /// Summarises `samples_ms` (in any order). Non-finite samples (NaN, ±infinity) are ignored,
-    /// so they can neither poison the mean nor shift the percentiles; returns `None` when no
-    /// finite sample remains (including for an empty slice).
-    pub fn from_samples(samples_ms: &[f64]) -> Option<Self> {
-        // One percentile definition for host and device: the runner's (nearest rank).
-        let finite: Vec<f64> = samples_ms
-            .iter()
-            .copied()
-            .filter(|s| s.is_finite())
-            .collect();
-        crate::runner_schema::Latency::from_samples(0, &finite).map(|l| Self::from(&l))
-    }
-}
-
-impl From<&crate::runner_schema::Latency> for LatencyStats {
-    fn from(l: &crate::runner_schema::Latency) -> Self {
-        Self {
-            runs: l.runs,
-            min_ms: l.min_ms,
-            p50_ms: l.p50_ms,
-            p90_ms: l.p90_ms,
-            p99_ms: l.p99_ms,
-            max_ms: l.max_ms,
-            mean_ms: l.mean_ms,
-        }
-    }
-}
+/// The statistics type shared with the on-device runner (one definition, one percentile rule).
+pub use distill_edge_schema::LatencyStats;
 
 /// A terminal table of latency rows: (name, batch, statistics); `first` heads the name column
 /// (`engine` on the host, `model` on a device).

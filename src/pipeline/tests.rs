@@ -334,7 +334,7 @@ fn a_failed_check_stays_a_check_failure() {
 /// fingerprint computable (the runner sources are in the checkout).
 #[test]
 fn the_default_pipeline_has_these_stages_in_this_order() {
-    let root = crate::board::source_root();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let (config, _) = super::config::PipelineConfig::load(
         &root.join("configs/pipeline/fashion-mnist.toml"),
         None,

@@ -6,8 +6,8 @@ use crate::device::bench::{BenchReport, ModelCheck};
 use crate::eval::latency::LatencyStats;
 use crate::hostcheck::{EngineReport, LatencyAt};
 use crate::infer::parity::{Parity, Tolerance};
-use crate::runner_schema::{Latency, ModelResult};
 use crate::train::EpochRecord;
+use distill_edge_schema::{Latency, ModelResult};
 
 fn epoch(n: usize, phase: &str, acc: f64, loss: f64, train_acc: Option<f64>) -> EpochRecord {
     EpochRecord {
@@ -38,13 +38,15 @@ fn stats(p50: f64) -> LatencyStats {
 fn device_latency(batch: usize, p50: f64) -> Latency {
     Latency {
         batch,
-        runs: 50,
-        min_ms: p50 * 0.95,
-        p50_ms: p50,
-        p90_ms: p50 * 1.08,
-        p99_ms: p50 * 1.3,
-        max_ms: p50 * 1.6,
-        mean_ms: p50 * 1.04,
+        stats: LatencyStats {
+            runs: 50,
+            min_ms: p50 * 0.95,
+            p50_ms: p50,
+            p90_ms: p50 * 1.08,
+            p99_ms: p50 * 1.3,
+            max_ms: p50 * 1.6,
+            mean_ms: p50 * 1.04,
+        },
     }
 }
 

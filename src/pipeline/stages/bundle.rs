@@ -8,12 +8,11 @@ use anyhow::{Context as _, Result};
 use super::export::{FP32_FILE, INT8_FILE};
 use crate::board::TargetSpec;
 use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
-use crate::fsutil::{sha256_file, sha256_hex};
 use crate::hostcheck::ModelInfo;
 use crate::pipeline::config::TargetsSection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
-use crate::runner_schema::BenchSettings;
+use distill_edge_schema::BenchSettings;
 
 /// The bundle directory inside the stage directory.
 pub const BUNDLE_DIR: &str = "bundle";
@@ -31,29 +30,6 @@ pub fn stage_name(target: &TargetSpec) -> String {
     format!("bundle-{}", target.name)
 }
 
-/// Hash of the runner's sources and the lock file: a new runner means new bundles. A missing
-/// source file is an error (hashing it as empty would hide a broken checkout).
-fn runner_source_digest() -> Result<String> {
-    let root = crate::board::source_root();
-    let mut parts = String::new();
-    for f in [
-        "runner/src/main.rs",
-        "runner/src/schema.rs",
-        "runner/Cargo.toml",
-        "Cargo.lock",
-    ] {
-        let path = root.join(f);
-        let sha = sha256_file(&path).with_context(|| {
-            format!(
-                "hashing the runner source {} (the bundle's fingerprint depends on it)",
-                path.display()
-            )
-        })?;
-        parts.push_str(&sha);
-    }
-    Ok(sha256_hex(parts.as_bytes()))
-}
-
 impl Stage for Bundle {
     fn name(&self) -> String {
         stage_name(&self.target)
@@ -67,7 +43,7 @@ impl Stage for Bundle {
         Ok(Inputs::default()
             .add("target", &self.target)?
             .add("section", &self.section)?
-            .add("runner", &runner_source_digest()?)?
+            .add("runner", &crate::board::embedded::runner_source_digest())?
             .done())
     }
 

@@ -1,5 +1,7 @@
-//! The JSON and binary formats shared by the host (`distill-edge`) and the on-device runner.
-//! The host includes this file as a module, so both sides compare results field by field.
+//! The JSON and binary formats shared by the host (`distill-edge`) and the on-device runner
+//! (`distill-edge-runner`): bundle manifest, runner result, test shard, latency statistics and
+//! the SHA-256 hex digest. Both sides depend on this crate, so they compare results field by
+//! field.
 
 use serde::{Deserialize, Serialize};
 
@@ -86,39 +88,47 @@ pub struct Manifest {
     pub bench: BenchSettings,
 }
 
-/// Latency percentiles, milliseconds per run (nearest-rank on sorted samples).
+/// Summary of latency samples, all in milliseconds: the one statistics type of host and device.
+///
+/// Percentiles use the nearest-rank definition on the ascending sorted samples `s[0..n]`:
+/// the `p`-th percentile is `s[max(1, ceil(p * n / 100)) - 1]`, so every reported value is one
+/// of the measured samples (no interpolation). `min_ms` and `max_ms` are the 0th and 100th
+/// percentiles, `mean_ms` the arithmetic mean.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    /// Images per run.
-    pub batch: usize,
-    /// Timed runs.
+pub struct LatencyStats {
+    /// Number of samples summarised (finite samples only, see [`LatencyStats::from_samples`]).
     pub runs: usize,
-    /// Fastest run.
+    /// Smallest sample.
     pub min_ms: f64,
-    /// Median.
+    /// Median by nearest rank.
     pub p50_ms: f64,
-    /// 90th percentile.
+    /// 90th percentile by nearest rank.
     pub p90_ms: f64,
-    /// 99th percentile.
+    /// 99th percentile by nearest rank.
     pub p99_ms: f64,
-    /// Slowest run.
+    /// Largest sample.
     pub max_ms: f64,
-    /// Mean.
+    /// Arithmetic mean.
     pub mean_ms: f64,
 }
 
-impl Latency {
-    /// Percentiles of `samples` (ms); `None` when empty.
-    pub fn from_samples(batch: usize, samples: &[f64]) -> Option<Self> {
-        if samples.is_empty() {
+impl LatencyStats {
+    /// Summarises `samples_ms` (in any order). Non-finite samples (NaN, ±infinity) are ignored,
+    /// so they can neither poison the mean nor shift the percentiles; returns `None` when no
+    /// finite sample remains (including for an empty slice).
+    pub fn from_samples(samples_ms: &[f64]) -> Option<Self> {
+        let mut s: Vec<f64> = samples_ms
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
+        if s.is_empty() {
             return None;
         }
-        let mut s = samples.to_vec();
         s.sort_by(f64::total_cmp);
         let n = s.len();
         let rank = |q: f64| s[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
         Some(Self {
-            batch,
             runs: n,
             min_ms: s[0],
             p50_ms: rank(0.5),
@@ -127,6 +137,39 @@ impl Latency {
             max_ms: s[n - 1],
             mean_ms: s.iter().sum::<f64>() / n as f64,
         })
+    }
+}
+
+/// The runner's latency record for one batch size: the batch and its [`LatencyStats`]
+/// (flattened, so the JSON reads `{"batch": 1, "runs": …, "min_ms": …, …}`). Field access
+/// reaches the statistics directly (`latency.p50_ms`) through `Deref`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    /// Images per run.
+    pub batch: usize,
+    /// Milliseconds per run.
+    #[serde(flatten)]
+    pub stats: LatencyStats,
+}
+
+impl Latency {
+    /// Statistics of `samples` (ms per run of `batch` images); `None` when no finite sample.
+    pub fn from_samples(batch: usize, samples: &[f64]) -> Option<Self> {
+        LatencyStats::from_samples(samples).map(|stats| Self { batch, stats })
+    }
+}
+
+impl std::ops::Deref for Latency {
+    type Target = LatencyStats;
+
+    fn deref(&self) -> &LatencyStats {
+        &self.stats
+    }
+}
+
+impl From<&Latency> for LatencyStats {
+    fn from(l: &Latency) -> Self {
+        l.stats.clone()
     }
 }
 
@@ -257,4 +300,54 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Little-endian bytes of f32 values (the digest and outputs file format).
 pub fn f32_le_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_json_is_flat_and_in_field_order() {
+        let l = Latency::from_samples(8, &[2.0, 1.0, 4.0, 3.0]).unwrap();
+        let text = serde_json::to_string(&l).unwrap();
+        assert_eq!(
+            text,
+            r#"{"batch":8,"runs":4,"min_ms":1.0,"p50_ms":2.0,"p90_ms":4.0,"p99_ms":4.0,"max_ms":4.0,"mean_ms":2.5}"#
+        );
+        let back: Latency = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, l);
+        assert_eq!(back.p50_ms, 2.0);
+        assert_eq!(LatencyStats::from(&back), l.stats);
+    }
+
+    #[test]
+    fn non_finite_samples_are_ignored() {
+        assert_eq!(Latency::from_samples(1, &[]), None);
+        assert_eq!(Latency::from_samples(1, &[f64::NAN]), None);
+        let s = LatencyStats::from_samples(&[f64::INFINITY, 3.0]).unwrap();
+        assert_eq!((s.runs, s.mean_ms), (1, 3.0));
+    }
+
+    #[test]
+    fn sha256_hex_of_empty_input() {
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn shard_round_trips_and_rejects_bad_labels() {
+        let shard = Shard {
+            shape: [1, 2, 2],
+            classes: 3,
+            labels: vec![0, 2],
+            images: (0..8).map(|v| v as f32).collect(),
+        };
+        assert_eq!(Shard::from_bytes(&shard.to_bytes()).unwrap(), shard);
+        let mut bad = shard.clone();
+        bad.labels[1] = 3;
+        assert!(Shard::from_bytes(&bad.to_bytes()).is_err());
+        assert!(Shard::from_bytes(b"nope").is_err());
+    }
 }

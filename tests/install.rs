@@ -1,0 +1,164 @@
+//! The installed binary needs no clone: `cargo install` it, then, from an empty directory,
+//! train and export a tiny model, build the aarch64 bundle (the runner is
+//! cross-compiled from the sources embedded in the binary) and run it under qemu.
+//!
+//! Slow the first time (the cross build of the runner with fat LTO, about 15 minutes on two
+//! cores); later runs reuse the build directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+/// The build directory of this test run (`<target>/debug/deps/install-…`), so that
+/// `cargo install` and the runner's cross build reuse what is already built.
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable");
+    exe.ancestors()
+        .nth(3)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+}
+
+/// What is missing to cross-build and emulate aarch64 here, if anything.
+fn missing_tool() -> Option<String> {
+    for tool in ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"] {
+        if distill_edge::fsutil::find_program(tool).is_none() {
+            return Some(tool.into());
+        }
+    }
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .ok()?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    (!installed
+        .lines()
+        .any(|l| l.trim() == "aarch64-unknown-linux-gnu"))
+    .then(|| "rust target aarch64-unknown-linux-gnu".into())
+}
+
+fn check(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
+    if let Some(tool) = missing_tool() {
+        distill_edge::testing::missing_tool(&tool, "scripts/setup.sh installs it");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("install");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let target = target_dir();
+    // The binary's own cache (XDG_CACHE_HOME), not the user's: its `sources/` holds the runner's
+    // sources as the binary writes them out. Kept under the build directory so that the next
+    // run finds the same paths and cargo does not rebuild (and re-link) the runner.
+    let cache = target.join("install-test-cache");
+
+    let started = Instant::now();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(&cargo)
+        .args(["install", "--path", env!("CARGO_MANIFEST_DIR")])
+        .args(["--debug", "--features", "ort", "--locked", "--root"])
+        .arg(&root)
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("spawn cargo install");
+    check("cargo install", &out);
+    eprintln!(
+        "install: cargo install {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    let bin = root.join("bin").join("distill-edge");
+    assert!(bin.is_file(), "{} missing", bin.display());
+
+    // Nothing of the clone: an empty working directory, no source override.
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&work)
+            .args(args)
+            .env_remove("DISTILL_EDGE_SOURCE")
+            .env("XDG_CACHE_HOME", &cache)
+            .env("CARGO_TARGET_DIR", &target);
+        let out = cmd.output().expect("spawn the installed distill-edge");
+        check(&format!("distill-edge {}", args.join(" ")), &out);
+        out
+    };
+    std::fs::write(
+        work.join("tiny.toml"),
+        "name = \"tiny\"\nseed = 1\nmodel = \"cnn32-small\"\n\n[data]\nkind = \"synthetic\"\n\
+         train = 300\ntest = 100\n\n[train]\nbatch-size = 32\nschedule = [{ epochs = 1, lr = 2e-3 }]\n",
+    )
+    .unwrap();
+    let t = Instant::now();
+    run(&[
+        "-q",
+        "--threads",
+        "1",
+        "train",
+        "--config",
+        "tiny.toml",
+        "--out",
+        "run",
+    ]);
+    run(&["-q", "export", "run", "-o", "model.onnx"]);
+    eprintln!(
+        "install: train and export {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = Instant::now();
+    run(&[
+        "-q",
+        "build",
+        "--target",
+        "aarch64",
+        "--model",
+        "model.onnx",
+        "--config",
+        "run/config.toml",
+        "--out",
+        "dist/aarch64",
+        "--runs",
+        "3",
+        "--shard-size",
+        "64",
+    ]);
+    eprintln!(
+        "install: build --target aarch64 {:.0}s",
+        t.elapsed().as_secs_f64()
+    );
+    let bundle = work.join("dist/aarch64");
+    for f in ["manifest.json", "distill-edge-runner"] {
+        assert!(bundle.join(f).is_file(), "{f} missing from the bundle");
+    }
+    let sources = cache.join("distill-edge/sources");
+    assert!(
+        std::fs::read_dir(&sources).unwrap().any(|e| e
+            .unwrap()
+            .path()
+            .join("runner/Cargo.toml")
+            .is_file()),
+        "the runner's sources were not written to {}",
+        sources.display()
+    );
+
+    let t = Instant::now();
+    run(&["bench", "--target", "aarch64", "--bundle", "dist/aarch64"]);
+    eprintln!(
+        "install: bench under qemu {:.0}s; total {:.0}s",
+        t.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
