@@ -270,7 +270,7 @@ impl DirLock {
 }
 
 /// The pid that owns a temporary name made by this crate: `.<name>.tmp-<pid>-<hex suffix>`
-/// ([`write_atomic`], [`sibling_temp_dir`]), `.<name>.tmp-<pid>` and `.<name>.old-<pid>`
+/// ([`write_atomic`], [`sibling_temp_dir`]), `.<name>.old-<pid>-<hex suffix>`, `.<name>.tmp-<pid>` and `.<name>.old-<pid>`
 /// (bundle directories). `None` for any other name.
 pub fn temp_owner(name: &str) -> Option<u32> {
     let rest = name.strip_prefix('.')?;
