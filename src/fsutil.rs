@@ -5,6 +5,10 @@
 //! file or the new one, never a torn one. tract mmaps models, so a file is never rewritten in
 //! place. Also: fresh temporary directories ([`fresh_temp_dir`], [`unique_suffix`]) and the
 //! `PATH` lookup of programs ([`find_program`]).
+//!
+//! One command at a time per run directory: [`DirLock`] is an exclusive advisory lock on
+//! `<dir>/.lock`, and [`clean_stale_temps`] removes what killed processes left behind. Every
+//! temporary name made here carries its owner's pid (`.<name>.tmp-<pid>-<suffix>`) for that.
 
 use std::collections::hash_map::RandomState;
 use std::fs::{self, File};
@@ -26,10 +30,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
-    // unique per call: two threads (or processes) writing the same file never share it
+    // unique per call: two threads (or processes) writing the same file never share it; the
+    // pid lets `clean_stale_temps` find the leftovers of a killed process
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         name.to_string_lossy(),
+        std::process::id(),
         unique_suffix()
     ));
     let result = (|| {
@@ -154,7 +160,7 @@ fn create_unique_dir(parent: &Path, stem: &str) -> io::Result<TempDir> {
     }
 }
 
-/// Creates a new, empty directory `.<name>.tmp-<unique suffix>` beside `dest` (same parent,
+/// Creates a new, empty directory `.<name>.tmp-<pid>-<unique suffix>` beside `dest` (same parent,
 /// so it can be renamed onto `dest`, e.g. with [`replace_dir`] after [`TempDir::keep`]),
 /// creating the parent first. Removed on drop, so a failed fill leaves nothing behind.
 pub fn sibling_temp_dir(dest: &Path) -> io::Result<TempDir> {
@@ -168,7 +174,179 @@ pub fn sibling_temp_dir(dest: &Path) -> io::Result<TempDir> {
         _ => Path::new("."),
     };
     fs::create_dir_all(parent)?;
-    create_unique_dir(parent, &format!(".{name}.tmp-"))
+    create_unique_dir(parent, &format!(".{name}.tmp-{}-", std::process::id()))
+}
+
+/// The lock file [`DirLock`] keeps in a directory (left in place: removing it would let two
+/// processes lock two different files of the same name).
+pub const LOCK_FILE: &str = ".lock";
+
+/// Why a directory could not be locked.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another process holds the lock.
+    #[error(
+        "{} is in use by another distill-edge {holder} (pid {}); wait for it or stop it",
+        dir.display(),
+        pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+    )]
+    Busy {
+        /// The locked directory.
+        dir: PathBuf,
+        /// What the holder runs (`train`, `build`, ...), as it wrote it in the lock file.
+        holder: String,
+        /// The holder's pid, when the lock file names it.
+        pid: Option<u32>,
+    },
+    /// The directory or its lock file could not be created or locked.
+    #[error("{}: cannot lock: {source}", path.display())]
+    Io {
+        /// Directory or lock file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// An exclusive advisory lock on a run directory: `<dir>/.lock`, locked with `flock` and
+/// holding `<pid> <what>` of its holder. Held until dropped; the operating system releases it
+/// when the process dies, so a killed command never leaves a directory locked. The file is
+/// opened close-on-exec, so programs the holder starts do not inherit the lock.
+///
+/// A second command on a locked directory does not wait: [`DirLock::acquire`] refuses at once
+/// with [`LockError::Busy`], naming the directory and the holder's pid.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+    dir: PathBuf,
+}
+
+impl DirLock {
+    /// Creates `dir` if needed and locks it for this process; `what` (the command, e.g.
+    /// `train`) is recorded for the message another command gets.
+    pub fn acquire(dir: &Path, what: &str) -> Result<Self, LockError> {
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LockError::Io { path, source }
+        };
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let path = dir.join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let text = fs::read_to_string(&path).unwrap_or_default();
+                let mut words = text.split_whitespace();
+                let pid = words.next().and_then(|p| p.parse().ok());
+                let holder = words.next().unwrap_or("command").to_string();
+                return Err(LockError::Busy {
+                    dir: dir.to_path_buf(),
+                    holder,
+                    pid,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(&path)(e)),
+        }
+        let record = format!("{} {what}\n", std::process::id());
+        file.set_len(0)
+            .and_then(|()| (&file).write_all(record.as_bytes()))
+            .map_err(io_err(&path))?;
+        Ok(Self {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The locked directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The pid that owns a temporary name made by this crate: `.<name>.tmp-<pid>-<hex suffix>`
+/// ([`write_atomic`], [`sibling_temp_dir`]), `.<name>.old-<pid>-<hex suffix>`, `.<name>.tmp-<pid>` and `.<name>.old-<pid>`
+/// (bundle directories). `None` for any other name.
+pub fn temp_owner(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix('.')?;
+    let start = [".tmp-", ".old-"]
+        .iter()
+        .filter_map(|m| rest.rfind(m).map(|i| i + m.len()))
+        .max()?;
+    let tail = &rest[start..];
+    let (pid, suffix) = match tail.split_once('-') {
+        Some((pid, suffix)) => (pid, Some(suffix)),
+        None => (tail, None),
+    };
+    if let Some(s) = suffix
+        && (s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return None;
+    }
+    if pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is alive: this process, or `/proc/<pid>` exists. Where there is no
+/// `/proc` every process counts as alive (nothing is removed).
+pub fn process_alive(pid: u32) -> bool {
+    pid == std::process::id()
+        || !Path::new("/proc/self").exists()
+        || Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes the temporary files and directories in `dir` and its subdirectories (see
+/// [`temp_owner`]) whose owning process is dead: what a killed run left behind. A temporary
+/// of a live process is never touched; symbolic links are not followed. Returns what was
+/// removed. Call it while holding the directory's [`DirLock`].
+pub fn clean_stale_temps(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    clean_into(dir, &mut removed)?;
+    Ok(removed)
+}
+
+fn clean_into(dir: &Path, removed: &mut Vec<PathBuf>) -> io::Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        match temp_owner(&name) {
+            Some(pid) if !process_alive(pid) => {
+                let result = if kind.is_dir() {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                match result {
+                    Ok(()) => removed.push(path),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("removing {}: {e}", path.display()),
+                        ));
+                    }
+                }
+            }
+            Some(_) => {}
+            None if kind.is_dir() => clean_into(&path, removed)?,
+            None => {}
+        }
+    }
+    Ok(())
 }
 
 /// Where `program` can be run from: a path with a slash that is an executable file, or the
@@ -258,6 +436,96 @@ mod tests {
         replace_dir(&kept, &dest, &root.path().join("sub/.bundle.old")).unwrap();
         assert!(dest.is_dir() && !kept.exists());
         assert!(sibling_temp_dir(Path::new("/")).is_err());
+    }
+
+    /// A pid no process has: above Linux's largest `pid_max` (2^22).
+    const DEAD_PID: u32 = 4_194_305;
+
+    #[test]
+    fn temporary_names_carry_their_owner_pid() {
+        let me = std::process::id();
+        assert_eq!(
+            temp_owner(".model.ckpt.tmp-1234-00ff00ff00ff00ff"),
+            Some(1234)
+        );
+        assert_eq!(temp_owner(".bundle.tmp-77"), Some(77));
+        assert_eq!(temp_owner(".bundle.old-77"), Some(77));
+        for not_temp in [
+            "model.ckpt",
+            ".lock",
+            "x.tmp-12",
+            ".x.tmp-",
+            ".x.tmp-12-",
+            ".x.tmp-12-zz",
+            ".x.tmp-abc",
+            ".x.tmp-1234567890123456", // the old pid-less suffix
+        ] {
+            assert_eq!(temp_owner(not_temp), None, "{not_temp}");
+        }
+        // what this module makes is found again
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = sibling_temp_dir(&dir.path().join("bundle")).unwrap();
+        let name = tmp
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(temp_owner(&name), Some(me), "{name}");
+    }
+
+    #[test]
+    fn stale_temps_of_dead_processes_are_removed_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let me = std::process::id();
+        let dead_file = r.join(format!(".model.ckpt.tmp-{DEAD_PID}-0123456789abcdef"));
+        let dead_dir = r.join(format!("sub/.bundle.tmp-{DEAD_PID}"));
+        let live_file = r.join(format!(".metrics.json.tmp-{me}-0123456789abcdef"));
+        let keep = [
+            r.join("model.ckpt"),
+            r.join("sub/bundle/x"),
+            r.join(".lock"),
+        ];
+        fs::create_dir_all(dead_dir.join("inner")).unwrap();
+        fs::write(dead_dir.join("inner/f"), b"x").unwrap();
+        fs::write(&dead_file, b"x").unwrap();
+        fs::write(&live_file, b"x").unwrap();
+        for k in &keep {
+            fs::create_dir_all(k.parent().unwrap()).unwrap();
+            fs::write(k, b"x").unwrap();
+        }
+        let mut removed = clean_stale_temps(r).unwrap();
+        removed.sort();
+        assert_eq!(removed, [dead_file.clone(), dead_dir.clone()]);
+        assert!(!dead_file.exists() && !dead_dir.exists());
+        assert!(live_file.exists());
+        for k in &keep {
+            assert!(k.exists(), "{}", k.display());
+        }
+        assert!(clean_stale_temps(&r.join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_locked_directory_is_refused_until_released() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("runs/x");
+        let first = DirLock::acquire(&dir, "train").unwrap();
+        assert_eq!(first.dir(), dir);
+        let err = DirLock::acquire(&dir, "build").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.ends_with(&format!(
+                "runs/x is in use by another distill-edge train (pid {}); wait for it or stop it",
+                std::process::id()
+            )),
+            "{text}"
+        );
+        drop(first);
+        let again = DirLock::acquire(&dir, "build").unwrap();
+        let record = fs::read_to_string(dir.join(LOCK_FILE)).unwrap();
+        assert_eq!(record, format!("{} build\n", std::process::id()));
+        drop(again);
     }
 
     #[test]

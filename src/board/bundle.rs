@@ -125,7 +125,11 @@ pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, B
     // Removed on drop: a failed fill leaves nothing behind.
     let tmp = crate::fsutil::sibling_temp_dir(dir).map_err(io(parent))?;
     let manifest = fill(tmp.path(), inputs)?;
-    let old = parent.join(format!(".{name}.old-{}", crate::fsutil::unique_suffix()));
+    let old = parent.join(format!(
+        ".{name}.old-{}-{}",
+        std::process::id(),
+        crate::fsutil::unique_suffix()
+    ));
     crate::fsutil::replace_dir(&tmp.keep(), dir, &old).map_err(io(dir))?;
     Ok(manifest)
 }

@@ -36,7 +36,8 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
     Ok(())
 }
 
-/// Runs one distillation.
+/// Runs one distillation; its output directory is locked for the run
+/// (see [`super::train::lock_run_dir`]).
 pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
     let mut config = DistillConfig::load(&args.config)?;
     apply_overrides(&mut config, &args.overrides)?;
@@ -47,16 +48,19 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
         config.seed = s;
     }
     if let Some(n) = &args.name {
+        crate::config::validate_name("command line", "--name", n)?;
         config.name = n.clone();
     }
+    crate::config::validate_name(&args.config.display().to_string(), "name", &config.name)?;
     let mut reporter = Reporter::new(global.quiet);
-    reporter.line(format!("loading {} data", config.data.name()));
-    let splits = data::load(&config.data)?;
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs")
             .join(&config.name)
             .join(format!("distill-{}", config.distill.method.name()))
     });
+    let _lock = super::train::lock_run_dir(&out, "distill", &reporter)?;
+    reporter.line(format!("loading {} data", config.data.name()));
+    let splits = data::load(&config.data)?;
     reporter.line(format!(
         "distilling {} with {} ({} curriculum + {} main epochs) -> {}",
         config.student,
@@ -235,12 +239,14 @@ pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
     let mut config = DistillConfig::load(&args.config)?;
     apply_overrides(&mut config, &args.overrides)?;
     let origin = args.config.display().to_string();
+    crate::config::validate_name(&origin, "name", &config.name)?;
     let mut reporter = Reporter::new(global.quiet);
-    let splits = data::load(&config.data)?;
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name).join("compare"));
+    let _lock = super::train::lock_run_dir(&out, "compare", &reporter)?;
+    let splits = data::load(&config.data)?;
     let cmp = Comparison {
         base: &config,
         splits: &splits,

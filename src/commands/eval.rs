@@ -13,7 +13,7 @@ use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;
-use crate::train::supervised::{MODEL_FILE, check_fit};
+use crate::train::supervised::{CHECKPOINT_FILE, MODEL_FILE, check_fit};
 
 /// Everything `eval` measured.
 #[derive(Debug, Serialize)]
@@ -57,11 +57,49 @@ pub fn model_file(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Evaluates a trained model on its dataset.
+/// The `config_hash` in a checkpoint file's header, read without the weights (the header is
+/// JSON after the 8-byte magic and its u32 length); `None` when the file is not readable as
+/// one.
+fn stored_config_hash(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head).ok()?;
+    let len = u32::from_le_bytes(head[8..12].try_into().ok()?) as usize;
+    if len > 1 << 26 {
+        return None;
+    }
+    let mut header = vec![0u8; len];
+    f.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    header["config_hash"].as_str().map(str::to_string)
+}
+
+/// Refuses a `model.ckpt` that another run made than the `checkpoint.ckpt` beside it (a
+/// directory mixing two runs, e.g. after a killed `train --force` of an older version).
+fn check_same_run(model: &Path, config_hash: &str) -> Result<()> {
+    if model.file_name() != Some(std::ffi::OsStr::new(MODEL_FILE)) {
+        return Ok(());
+    }
+    let checkpoint = model.with_file_name(CHECKPOINT_FILE);
+    match stored_config_hash(&checkpoint) {
+        Some(hash) if hash != config_hash => bail!(
+            "{}: made by another run (config hash {config_hash}) than {} beside it ({hash}); \
+             retrain into this directory with --resume or --force",
+            model.display(),
+            checkpoint.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Evaluates a trained model on its dataset. A `model.ckpt` whose run differs from the
+/// `checkpoint.ckpt` beside it is refused.
 pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
     let reporter = Reporter::new(global.quiet);
     let path = model_file(&args.model)?;
     let ckpt = Checkpoint::read(&path)?;
+    check_same_run(&path, &ckpt.header.config_hash)?;
     let device = crate::runtime::cpu();
     let model = ckpt.load_model(&device, &path)?.valid();
     let arch = &ckpt.header.architecture;

@@ -1,18 +1,37 @@
 //! `distill-edge train`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::cli::{GlobalArgs, TrainArgs};
 use crate::config::{TrainConfig, TrainSettings};
 use crate::data;
+use crate::fsutil::{DirLock, clean_stale_temps};
 use crate::model::ModelSpec;
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::supervised::{JobIdentity, TrainOptions, train};
 
-/// Resolves the config (file, then command-line overrides) and trains.
+/// Locks a command's output directory for this process ([`DirLock`]: another command on it
+/// is refused at once, naming the holder's pid) and removes the temporary files killed runs
+/// left in it. Held until the returned lock is dropped.
+pub(crate) fn lock_run_dir(dir: &Path, what: &str, reporter: &Reporter) -> Result<DirLock> {
+    let lock = DirLock::acquire(dir, what)?;
+    let removed = clean_stale_temps(dir)
+        .with_context(|| format!("removing temporary files in {}", dir.display()))?;
+    if !removed.is_empty() {
+        reporter.line(format!(
+            "removed {} temporary file(s) left by a killed run in {}",
+            removed.len(),
+            dir.display()
+        ));
+    }
+    Ok(lock)
+}
+
+/// Resolves the config (file, then command-line overrides) and trains. The output directory
+/// is locked for the run (see [`lock_run_dir`]).
 pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let (mut config, origin) = match &args.config {
         Some(path) => (TrainConfig::load(path)?, path.display().to_string()),
@@ -35,19 +54,21 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         config.seed = s;
     }
     if let Some(n) = &args.name {
+        crate::config::validate_name("command line", "--name", n)?;
         config.name = n.clone();
     }
     config.validate(&origin)?;
 
     let mut reporter = Reporter::new(global.quiet);
     let spec = ModelSpec::resolve(&config.model, std::path::Path::new("."))?;
-    reporter.line(format!("loading {} data", config.data.name()));
-    let splits = data::load(&config.data)?;
-    let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     let out: PathBuf = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name).join("train"));
+    let _lock = lock_run_dir(&out, "train", &reporter)?;
+    reporter.line(format!("loading {} data", config.data.name()));
+    let splits = data::load(&config.data)?;
+    let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     reporter.line(format!(
         "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads -> {}",
         arch.spec.name,

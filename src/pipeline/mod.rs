@@ -4,7 +4,8 @@
 //! when its fingerprint changed, an artifact is missing or corrupt, or `--from` forces it.
 //! Work happens in `runs/<name>/<stage>.partial/` and is swapped in only when the stage
 //! succeeds, so a failed stage keeps the previous good artifacts and a killed one resumes from
-//! its checkpoint.
+//! its checkpoint. One build at a time per run directory: a second one is refused at once
+//! (see [`crate::fsutil::DirLock`]), and temporary files of killed builds are removed.
 
 pub mod config;
 pub mod gather;

@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{self, DataSource, Splits};
-use crate::fsutil::{sha256_file, sha256_hex, write_json_atomic};
+use crate::fsutil::{DirLock, clean_stale_temps, sha256_file, sha256_hex, write_json_atomic};
 use crate::progress::Reporter;
 
 /// File recording a finished stage.
@@ -40,6 +40,12 @@ pub trait Stage {
     /// Produces the artifacts in `dir` (the partial directory, possibly holding the work of a
     /// killed run with the same fingerprint to resume from).
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()>;
+    /// Files (relative to its directory) the stage must produce, e.g. a training stage's
+    /// `model.ckpt`: a run that did not write them failed, and a recorded stage missing one is
+    /// not up to date. Whatever a stage declares, it must produce at least one artifact.
+    fn required_artifacts(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Builds the value of [`Stage::inputs`] key by key; a value that does not serialise is an
@@ -237,9 +243,11 @@ pub fn from_index(names: &[String], from: Option<&str>) -> Result<Option<usize>>
 }
 
 /// Runs every stage that is not up to date (or is at or after `from`), in order, until one
-/// fails. An error is returned only for problems before any stage runs (an unknown `--from`,
-/// fingerprint inputs that do not serialise); a failing stage is reported in
-/// [`StagesRun::failure`], with the later stages marked skipped.
+/// fails. The run directory is locked ([`DirLock`]) for the whole run: a second build of the
+/// same directory is refused at once, naming the holder's pid; temporary files killed runs
+/// left there are removed first. An error is returned only for problems before any stage runs
+/// (an unknown `--from`, fingerprint inputs that do not serialise, a locked run directory); a
+/// failing stage is reported in [`StagesRun::failure`], with the later stages marked skipped.
 pub fn run_stages(
     stages: &[Box<dyn Stage>],
     ctx: &Context,
@@ -248,8 +256,17 @@ pub fn run_stages(
     let names = order(stages)?;
     let forced_from = from_index(&names, from)?;
     let fps = fingerprints(stages)?;
-    std::fs::create_dir_all(&ctx.root)
-        .with_context(|| format!("creating {}", ctx.root.display()))?;
+    // One build at a time per run directory; held until every stage has run.
+    let _lock = DirLock::acquire(&ctx.root, "build")?;
+    let removed = clean_stale_temps(&ctx.root)
+        .with_context(|| format!("removing temporary files in {}", ctx.root.display()))?;
+    if !removed.is_empty() {
+        ctx.terminal.line(format!(
+            "removed {} temporary file(s) left by a killed run in {}",
+            removed.len(),
+            ctx.root.display()
+        ));
+    }
     let mut outcomes = Vec::with_capacity(stages.len());
     let mut failure = None;
     for (i, stage) in stages.iter().enumerate() {
@@ -274,22 +291,48 @@ pub fn run_stages(
     Ok(StagesRun { outcomes, failure })
 }
 
-/// Whether `dir` holds a finished stage with this fingerprint and intact artifacts.
-fn up_to_date(ctx: &Context, stage: &str, dir: &Path, fp: &str) -> Option<StageRecord> {
+/// Whether `dir` holds a finished stage with this fingerprint and intact artifacts: every
+/// artifact its record lists is present with its digest, the record lists at least one, and
+/// every artifact the stage [requires](Stage::required_artifacts) is among them.
+fn up_to_date(
+    ctx: &Context,
+    stage: &dyn Stage,
+    name: &str,
+    dir: &Path,
+    fp: &str,
+) -> Option<StageRecord> {
     let text = std::fs::read_to_string(dir.join(STAGE_FILE)).ok()?;
     let record: StageRecord = serde_json::from_str(&text).ok()?;
     if record.fingerprint != fp {
         return None;
     }
+    if let Some(missing) = missing_required(stage, &record.artifacts) {
+        ctx.terminal.line(format!(
+            "{name}: {STAGE_FILE} does not list {missing}; rebuilding"
+        ));
+        return None;
+    }
     for (path, sha) in &record.artifacts {
         if sha256_file(&dir.join(path)).ok().as_deref() != Some(sha.as_str()) {
             ctx.terminal.line(format!(
-                "{stage}: artifact {path} is missing or corrupt; rebuilding"
+                "{name}: artifact {path} is missing or corrupt; rebuilding"
             ));
             return None;
         }
     }
     Some(record)
+}
+
+/// The first artifact the stage requires that `artifacts` lacks, or `"any artifact"` when it
+/// is empty.
+fn missing_required(stage: &dyn Stage, artifacts: &[(String, String)]) -> Option<String> {
+    if artifacts.is_empty() {
+        return Some("any artifact".into());
+    }
+    stage
+        .required_artifacts()
+        .into_iter()
+        .find(|r| !artifacts.iter().any(|(p, _)| p == r))
 }
 
 /// Runs one stage unless it is up to date: its outcome, and its error when it failed.
@@ -301,7 +344,7 @@ fn run_one(
     ctx: &Context,
 ) -> (StageOutcome, Option<anyhow::Error>) {
     let dir = ctx.dir(name);
-    if !forced && let Some(record) = up_to_date(ctx, name, &dir, fp) {
+    if !forced && let Some(record) = up_to_date(ctx, stage, name, &dir, fp) {
         ctx.terminal.line(format!("{name:>22}  up to date"));
         let outcome = StageOutcome {
             stage: name.into(),
@@ -395,6 +438,14 @@ fn build_in_partial(
     let mut artifacts = Vec::new();
     collect_files(partial, partial, &mut artifacts)?;
     artifacts.retain(|(p, _)| p != MARKER_FILE && p != LOG_FILE && p != STAGE_FILE);
+    if let Some(missing) = missing_required(stage, &artifacts) {
+        let e = anyhow::anyhow!(
+            "stage {name} finished without writing {missing} in {}",
+            partial.display()
+        );
+        reporter.line(format!("failed: {e}"));
+        return Err(e);
+    }
     let record = StageRecord {
         stage: name.into(),
         fingerprint: fp.into(),

@@ -8,9 +8,11 @@ use std::rc::Rc;
 use anyhow::{Result, bail};
 
 use super::stage::{
-    Context, Inputs, LOG_FILE, STAGE_FILE, Stage, StagesRun, fingerprints, run_stages, status,
+    Context, Inputs, LOG_FILE, STAGE_FILE, Stage, StageRecord, StagesRun, fingerprints, run_stages,
+    status,
 };
 use crate::data::DataSource;
+use crate::fsutil::DirLock;
 use crate::progress::Reporter;
 
 /// How a fake stage behaves.
@@ -22,6 +24,8 @@ struct Spec {
     input: u32,
     /// Fail after writing its artifact; `check` makes it a failed check.
     fail: Option<&'static str>,
+    /// Files it declares it must produce (it writes only `out.txt`).
+    required: Vec<&'static str>,
 }
 
 fn spec(name: &'static str, needs: &[&'static str], input: u32) -> Spec {
@@ -30,6 +34,7 @@ fn spec(name: &'static str, needs: &[&'static str], input: u32) -> Spec {
         needs: needs.to_vec(),
         input,
         fail: None,
+        required: Vec::new(),
     }
 }
 
@@ -50,6 +55,10 @@ impl Stage for Fake {
 
     fn inputs(&self) -> Result<serde_json::Value> {
         Ok(Inputs::default().add("input", &self.spec.input)?.done())
+    }
+
+    fn required_artifacts(&self) -> Vec<String> {
+        self.spec.required.iter().map(|s| s.to_string()).collect()
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
@@ -361,4 +370,96 @@ fn the_default_pipeline_has_these_stages_in_this_order() {
     ]);
     assert_eq!(names, expected);
     assert_eq!(fingerprints(&list).unwrap().len(), expected.len());
+}
+
+#[test]
+fn a_stage_record_listing_no_artifacts_is_not_up_to_date() {
+    let bench = Bench::new();
+    bench.run(&abc(1, 2, 3), None);
+    // What a second build racing the first could leave: a stage file and nothing it vouches
+    // for. It must not make the stage "up to date".
+    let path = bench.ctx.dir("a").join(STAGE_FILE);
+    let mut record: StageRecord =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    record.artifacts.clear();
+    std::fs::write(&path, serde_json::to_string(&record).unwrap()).unwrap();
+    std::fs::remove_file(bench.ctx.dir("a").join("out.txt")).unwrap();
+    let (run, ran) = bench.run(&abc(1, 2, 3), None);
+    assert!(run.failure.is_none());
+    assert_eq!(ran, ["a"]);
+    assert_eq!(statuses(&run)[0], ("a", status::BUILT));
+    assert_eq!(bench.artifact("a"), "v1");
+}
+
+#[test]
+fn a_stage_must_produce_its_required_artifacts_to_be_built_or_up_to_date() {
+    let bench = Bench::new();
+    bench.run(&abc(1, 2, 3), None);
+    // Same fingerprint, but now the stage declares model.ckpt, which its record lacks: not up
+    // to date; and a run that does not write it fails, keeping the earlier artifacts.
+    let mut specs = abc(1, 2, 3);
+    specs[0].required = vec!["model.ckpt"];
+    let (run, ran) = bench.run(&specs, None);
+    assert_eq!(ran, ["a"]);
+    assert_eq!(
+        statuses(&run),
+        [
+            ("a", status::FAILED),
+            ("b", status::SKIPPED),
+            ("c", status::SKIPPED)
+        ]
+    );
+    let err = format!("{:#}", run.failure.expect("a failure"));
+    assert!(
+        err.contains("stage a finished without writing model.ckpt"),
+        "{err}"
+    );
+    assert_eq!(bench.artifact("a"), "v1");
+    assert!(!bench.ctx.dir("a").join("model.ckpt").exists());
+}
+
+#[test]
+fn a_second_build_of_a_locked_run_directory_is_refused_before_any_stage_runs() {
+    let bench = Bench::new();
+    let held = DirLock::acquire(bench.ctx.root(), "build").unwrap();
+    let err = run_stages(&bench.stages(&abc(1, 2, 3)), &bench.ctx, None).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "is in use by another distill-edge build (pid {})",
+            std::process::id()
+        )),
+        "{text}"
+    );
+    assert!(bench.runs.borrow().is_empty());
+    drop(held);
+    let (run, ran) = bench.run(&abc(1, 2, 3), None);
+    assert!(run.failure.is_none());
+    assert_eq!(ran, ["a", "b", "c"]);
+}
+
+#[test]
+fn temporary_files_of_killed_runs_are_removed_from_the_run_directory() {
+    let bench = Bench::new();
+    bench.run(&abc(1, 2, 3), None);
+    // A pid no process has (above Linux's largest pid_max).
+    let dead = 4_194_305;
+    let root = bench.ctx.root();
+    let stale = [
+        root.join(format!("a/.out.txt.tmp-{dead}-0123456789abcdef")),
+        root.join(format!("b.partial/.model.ckpt.tmp-{dead}-0123456789abcdef")),
+        root.join(format!("c/.bundle.tmp-{dead}")),
+    ];
+    let live = root.join(format!(".x.tmp-{}-0123456789abcdef", std::process::id()));
+    for f in stale.iter().chain([&live]) {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b"x").unwrap();
+    }
+    let (run, ran) = bench.run(&abc(1, 2, 3), None);
+    assert!(run.failure.is_none());
+    assert!(ran.is_empty(), "{ran:?}");
+    for f in &stale {
+        assert!(!f.exists(), "{} left behind", f.display());
+    }
+    assert!(live.exists(), "a live process's temporary file was removed");
 }

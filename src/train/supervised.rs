@@ -37,7 +37,7 @@ pub struct TrainOptions<'a> {
     pub out_dir: &'a Path,
     /// Continue from `out_dir/checkpoint.ckpt`.
     pub resume: bool,
-    /// Start over even if `out_dir` holds an earlier run.
+    /// Start over even if `out_dir` holds an earlier run (whose files are removed first).
     pub force: bool,
     /// Progress output.
     pub reporter: &'a mut Reporter,
@@ -232,6 +232,8 @@ pub fn fit(
             path: out.to_path_buf(),
             message: "already holds a training run; pass --resume to continue it or --force to start over".into(),
         });
+    } else if opts.force {
+        remove_previous_run(out)?;
     }
     let config_path = out.join(CONFIG_FILE);
     crate::fsutil::write_atomic(&config_path, job.config_toml.as_bytes())
@@ -347,6 +349,21 @@ pub fn fit(
         macs: arch.macs(),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Removes an earlier run's files from `out` before a forced fresh start writes anything: the
+/// final weights first, so a run killed at any point never leaves one run's `model.ckpt`
+/// beside another run's config and checkpoint.
+fn remove_previous_run(out: &Path) -> Result<(), TrainError> {
+    for file in [MODEL_FILE, CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE] {
+        let path = out.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(TrainError::Io { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Refuses data that does not fit the network.

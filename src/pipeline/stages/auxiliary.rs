@@ -46,6 +46,10 @@ impl Stage for AuxiliaryBaseline {
             .done())
     }
 
+    fn required_artifacts(&self) -> Vec<String> {
+        super::training::required_artifacts()
+    }
+
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
         let splits = ctx.splits()?;
         let job = TrainJob {
@@ -92,6 +96,10 @@ impl Stage for Auxiliary {
             .add("seed", &self.seed)?
             .add("section", &self.section)?
             .done())
+    }
+
+    fn required_artifacts(&self) -> Vec<String> {
+        super::training::required_artifacts()
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {

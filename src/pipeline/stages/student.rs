@@ -41,6 +41,10 @@ impl Stage for Student {
             .done())
     }
 
+    fn required_artifacts(&self) -> Vec<String> {
+        super::training::required_artifacts()
+    }
+
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
         let splits = ctx.splits()?;
         let mut dc = self.config.clone();

@@ -37,6 +37,10 @@ impl Stage for Teacher {
             .done())
     }
 
+    fn required_artifacts(&self) -> Vec<String> {
+        super::training::required_artifacts()
+    }
+
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
         let splits = ctx.splits()?;
         let job = TrainJob {

@@ -20,6 +20,11 @@ use crate::train::{Checkpoint, TrainError};
 /// Evaluation of a trained network.
 pub const EVAL_FILE: &str = "eval.json";
 
+/// What every training stage must produce: the final weights and their evaluation.
+pub(super) fn required_artifacts() -> Vec<String> {
+    vec![MODEL_FILE.into(), EVAL_FILE.into()]
+}
+
 /// Evaluation of a trained network, written by training stages.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StageEval {
