@@ -748,9 +748,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let (target, bundle) = host_bundle(tmp.path());
         let reference = bundle.join("reference-fp32.bin");
-        let mut bytes = std::fs::read(&reference).unwrap();
+        let original = std::fs::read(&reference).unwrap();
+        let mut bytes = original.clone();
         bytes[0] ^= 1;
         std::fs::write(&reference, bytes).unwrap();
+        // The runner verifies the uploaded copy of the reference too.
         let err = bench(
             &target,
             &bundle,
@@ -758,6 +760,18 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
+        assert!(
+            err.contains("reference-fp32.bin: does not match the manifest"),
+            "{err}"
+        );
+        // The host checks the local one it compares with, whatever the device holds.
+        let intact_on_board = TamperOnUpload {
+            inner: crate::device::local::LocalTransport::new(),
+            edit: |d: &Path| std::fs::write(d.join("reference-fp32.bin"), &original).unwrap(),
+        };
+        let err = bench(&target, &bundle, &intact_on_board)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("reference-fp32.bin that does not match its manifest"),
             "{err}"
