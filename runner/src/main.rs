@@ -1,4 +1,5 @@
-//! `distill-edge-runner`: the on-device binary. Verifies a bundle against its manifest, runs
+//! `distill-edge-runner`: the on-device binary. Verifies a bundle against its manifest (it loads
+//! no file the manifest does not list with a digest, and reports the manifest's own SHA-256), runs
 //! every model on the bundled test shard with tract (top-1, outputs digest) and benchmarks
 //! latency, then prints one JSON document (the `distill-edge-schema` crate, shared with the host).
 //!
@@ -14,8 +15,8 @@ use tract_onnx::prelude::*;
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
 use distill_edge_schema::{
-    BenchSettings, FORMAT, Latency, MANIFEST, Manifest, ModelResult, RunnerResult, SHARD_BATCH,
-    Shard, f32_le_bytes, sha256_hex,
+    BenchSettings, FORMAT, FileEntry, Latency, MANIFEST, Manifest, ModelResult, RunnerResult,
+    SHARD_BATCH, Shard, f32_le_bytes, sha256_hex,
 };
 
 const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--threads N] [--batches 1,8] [--no-verify]";
@@ -85,22 +86,53 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
-/// Checks every file of the manifest: present, same size, same SHA-256.
-fn verify(dir: &Path, manifest: &Manifest) -> Result<(), String> {
-    for f in &manifest.files {
-        let path = dir.join(&f.path);
-        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// Reads the listed file `entry` of the bundle; with `check`, refuses it unless its size and
+/// SHA-256 match the manifest.
+fn checked_read(dir: &Path, entry: &FileEntry, check: bool) -> Result<Vec<u8>, String> {
+    let path = dir.join(&entry.path);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if check {
         let digest = sha256_hex(&bytes);
-        if bytes.len() as u64 != f.bytes || digest != f.sha256 {
+        if bytes.len() as u64 != entry.bytes || digest != entry.sha256 {
             return Err(format!(
                 "{}: does not match the manifest (sha256 {}…, expected {}…; {} bytes, expected {}): the bundle was modified or is incomplete",
-                f.path,
+                entry.path,
                 &digest[..12],
-                &f.sha256[..12.min(f.sha256.len())],
+                entry.sha256.get(..12).unwrap_or(&entry.sha256),
                 bytes.len(),
-                f.bytes
+                entry.bytes
             ));
         }
+    }
+    Ok(bytes)
+}
+
+/// The bytes of `path`, which must be listed in the manifest's files (checked against its
+/// digest when `check`): the runner loads nothing the manifest does not vouch for.
+fn listed_read(
+    dir: &Path,
+    manifest: &Manifest,
+    path: &str,
+    check: bool,
+) -> Result<Vec<u8>, String> {
+    let entry = manifest.entry(path).ok_or_else(|| {
+        format!("{path}: not listed in the manifest's files with a digest; refusing to load it")
+    })?;
+    checked_read(dir, entry, check)
+}
+
+/// Checks every file of the manifest that the runner does not read itself later (those are
+/// checked as they are loaded): present, same size, same SHA-256.
+fn verify(dir: &Path, manifest: &Manifest) -> Result<(), String> {
+    let loaded: Vec<&str> = std::iter::once(manifest.shard.as_str())
+        .chain(manifest.models.iter().map(|m| m.file.as_str()))
+        .collect();
+    for f in manifest
+        .files
+        .iter()
+        .filter(|f| !loaded.contains(&f.path.as_str()))
+    {
+        checked_read(dir, f, true)?;
     }
     Ok(())
 }
@@ -120,17 +152,14 @@ fn logits(out: &TValue) -> TractResult<Vec<f32>> {
 fn run_model(
     dir: &Path,
     name: &str,
-    file: &str,
+    onnx: &[u8],
     shard: &Shard,
     bench: &BenchSettings,
 ) -> TractResult<ModelResult> {
-    let path = dir.join(file);
     let model = tract_onnx::onnx()
         .with_ignore_value_info(true)
-        .model_for_path(&path)
-        .map_err(|e| {
-            tract_onnx::tract_core::internal::format_err!("loading {}: {e:#}", path.display())
-        })?;
+        .model_for_read(&mut &onnx[..])
+        .map_err(|e| tract_onnx::tract_core::internal::format_err!("loading: {e:#}"))?;
     let per: usize = shard.shape.iter().product();
     let n = shard.labels.len();
     let mut all = Vec::new();
@@ -200,9 +229,10 @@ fn run_model(
 
 fn run(args: &Args) -> Result<RunnerResult, String> {
     let manifest_path = args.dir.join(MANIFEST);
-    let text = std::fs::read_to_string(&manifest_path)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    let text =
+        std::fs::read(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let manifest_sha256 = sha256_hex(&text);
+    let manifest: Manifest = serde_json::from_slice(&text)
         .map_err(|e| format!("{}: not a bundle manifest: {e}", manifest_path.display()))?;
     if manifest.format != FORMAT {
         return Err(format!(
@@ -211,14 +241,21 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
             manifest.format
         ));
     }
+    // Every file the bundle needs (this runner, the shard, the models, the host's references)
+    // must be listed with a digest, --no-verify or not.
+    manifest
+        .check_listed()
+        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
     if args.verify {
         verify(&args.dir, &manifest)?;
     }
-    let shard_path = args.dir.join(&manifest.shard);
-    let shard = Shard::from_bytes(
-        &std::fs::read(&shard_path).map_err(|e| format!("{}: {e}", shard_path.display()))?,
-    )
-    .map_err(|e| format!("{}: {e}", shard_path.display()))?;
+    let shard = Shard::from_bytes(&listed_read(
+        &args.dir,
+        &manifest,
+        &manifest.shard,
+        args.verify,
+    )?)
+    .map_err(|e| format!("{}: {e}", manifest.shard))?;
     let mut bench = manifest.bench.clone();
     if let Some(r) = args.runs {
         bench.runs = r;
@@ -242,8 +279,9 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
     }
     let mut models = Vec::new();
     for m in &manifest.models {
+        let onnx = listed_read(&args.dir, &manifest, &m.file, args.verify)?;
         models.push(
-            run_model(&args.dir, &m.name, &m.file, &shard, &bench)
+            run_model(&args.dir, &m.name, &onnx, &shard, &bench)
                 .map_err(|e| format!("{}: {e:#}", m.file))?,
         );
     }
@@ -254,6 +292,7 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
         verified: args.verify,
         threads: bench.threads.max(1),
         models,
+        manifest_sha256: Some(manifest_sha256),
     })
 }
 

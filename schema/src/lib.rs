@@ -12,6 +12,8 @@ pub const MANIFEST: &str = "manifest.json";
 /// Images per inference call when running the shard, on host and device alike (the same
 /// batch gives the same kernels, so outputs can be compared bit for bit).
 pub const SHARD_BATCH: usize = 16;
+/// File name of the runner binary inside a bundle (listed in the manifest like every file).
+pub const RUNNER: &str = "distill-edge-runner";
 /// Magic of a test shard file.
 pub const SHARD_MAGIC: &[u8; 8] = b"DESHARD1";
 
@@ -86,6 +88,42 @@ pub struct Manifest {
     pub host: Vec<HostReference>,
     /// Latency benchmark settings.
     pub bench: BenchSettings,
+}
+
+impl Manifest {
+    /// The entry of `path` in [`Manifest::files`].
+    pub fn entry(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+
+    /// Every file the bundle needs: the runner, the shard, each model and each host reference
+    /// file. Each must be listed in [`Manifest::files`] with its digest.
+    pub fn required_files(&self) -> Vec<&str> {
+        let mut out = vec![RUNNER, self.shard.as_str()];
+        out.extend(self.models.iter().map(|m| m.file.as_str()));
+        out.extend(self.host.iter().map(|h| h.outputs_file.as_str()));
+        out
+    }
+
+    /// Checks that every required file (see [`Manifest::required_files`]) is a plain relative
+    /// path listed in [`Manifest::files`]; the error names the first that is not.
+    pub fn check_listed(&self) -> Result<(), String> {
+        for path in self.required_files() {
+            let plain = !path.is_empty()
+                && std::path::Path::new(path)
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)));
+            if !plain {
+                return Err(format!("{path:?}: not a plain file name inside the bundle"));
+            }
+            if self.entry(path).is_none() {
+                return Err(format!(
+                    "{path}: not listed in the manifest's files with a digest; refusing to use it (the manifest was edited or the bundle is incomplete)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Summary of latency samples, all in milliseconds: the one statistics type of host and device.
@@ -205,6 +243,10 @@ pub struct RunnerResult {
     pub threads: usize,
     /// Per model.
     pub models: Vec<ModelResult>,
+    /// Hex SHA-256 of the `manifest.json` bytes the runner read, for the host to compare with
+    /// the manifest it wrote. Absent in results of runners older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_sha256: Option<String>,
 }
 
 /// A decoded test shard: normalised images and labels.
@@ -326,6 +368,74 @@ mod tests {
         assert_eq!(Latency::from_samples(1, &[f64::NAN]), None);
         let s = LatencyStats::from_samples(&[f64::INFINITY, 3.0]).unwrap();
         assert_eq!((s.runs, s.mean_ms), (1, 3.0));
+    }
+
+    fn manifest() -> Manifest {
+        let entry = |p: &str| FileEntry {
+            path: p.into(),
+            sha256: "00".into(),
+            bytes: 0,
+        };
+        Manifest {
+            format: FORMAT,
+            target: "x".into(),
+            triple: "x".into(),
+            distill_edge_version: "0".into(),
+            files: ["distill-edge-runner", "shard.bin", "m.onnx", "r.bin"]
+                .into_iter()
+                .map(entry)
+                .collect(),
+            models: vec![ModelEntry {
+                name: "fp32".into(),
+                file: "m.onnx".into(),
+            }],
+            shard: "shard.bin".into(),
+            host: vec![HostReference {
+                model: "fp32".into(),
+                correct: 0,
+                images: 0,
+                outputs_sha256: String::new(),
+                outputs_file: "r.bin".into(),
+            }],
+            bench: BenchSettings {
+                batches: vec![1],
+                warmup: 0,
+                runs: 1,
+                min_seconds: 0.0,
+                threads: 1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_manifest_missing_a_needed_file_is_refused() {
+        assert_eq!(manifest().check_listed(), Ok(()));
+        for gone in ["distill-edge-runner", "shard.bin", "m.onnx", "r.bin"] {
+            let mut m = manifest();
+            m.files.retain(|f| f.path != gone);
+            let err = m.check_listed().unwrap_err();
+            assert!(err.starts_with(gone) && err.contains("not listed"), "{err}");
+        }
+        let mut m = manifest();
+        m.files.clear();
+        assert!(m.check_listed().is_err());
+        let mut m = manifest();
+        m.models[0].file = "../m.onnx".into();
+        m.files.push(FileEntry {
+            path: "../m.onnx".into(),
+            sha256: "00".into(),
+            bytes: 0,
+        });
+        assert!(m.check_listed().unwrap_err().contains("not a plain file"));
+    }
+
+    #[test]
+    fn an_old_runner_result_without_the_manifest_digest_parses() {
+        let r: RunnerResult = serde_json::from_str(
+            r#"{"format":1,"runner_version":"0","arch":"x","verified":true,"threads":1,"models":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.manifest_sha256, None);
     }
 
     #[test]

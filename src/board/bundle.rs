@@ -1,6 +1,8 @@
 //! Bundles: the directory shipped to a board (runner, models, test shard, host reference
 //! outputs, manifest with SHA-256 of every file). Written to a temporary sibling directory and
-//! swapped in only when complete, so a failed build keeps the previous bundle.
+//! swapped in only when complete, so a failed build keeps the previous bundle. The SHA-256 of
+//! the manifest itself is recorded beside the bundle directory (never uploaded, see
+//! [`manifest_digest_path`]), so that `bench` can tell an edited manifest from the one built.
 
 use std::path::{Path, PathBuf};
 
@@ -11,8 +13,8 @@ use crate::fsutil::{sha256_file, sha256_hex};
 use crate::infer::Batch;
 use crate::infer::tract::TractEngine;
 use distill_edge_schema::{
-    BenchSettings, FORMAT, FileEntry, HostReference, MANIFEST, Manifest, ModelEntry, SHARD_BATCH,
-    Shard, f32_le_bytes,
+    BenchSettings, FORMAT, FileEntry, HostReference, MANIFEST, Manifest, ModelEntry, RUNNER,
+    SHARD_BATCH, Shard, f32_le_bytes,
 };
 
 /// Errors writing a bundle.
@@ -114,7 +116,19 @@ pub struct BundleInputs<'a> {
     pub bench: BenchSettings,
 }
 
-/// Writes the bundle into `dir` (replacing an earlier one only once complete).
+/// Where the SHA-256 of `bundle`'s manifest is recorded: `<bundle>.manifest.sha256` beside
+/// the bundle directory, outside what is uploaded to a device.
+pub fn manifest_digest_path(bundle: &Path) -> PathBuf {
+    let mut name = bundle
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "bundle".into());
+    name.push(".manifest.sha256");
+    bundle.with_file_name(name)
+}
+
+/// Writes the bundle into `dir` (replacing an earlier one only once complete), then records
+/// the SHA-256 of its manifest at [`manifest_digest_path`].
 pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> {
     let name = dir
         .file_name()
@@ -125,12 +139,18 @@ pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, B
     // Removed on drop: a failed fill leaves nothing behind.
     let tmp = crate::fsutil::sibling_temp_dir(dir).map_err(io(parent))?;
     let manifest = fill(tmp.path(), inputs)?;
+    let manifest_path = tmp.path().join(MANIFEST);
+    let digest = sha256_file(&manifest_path).map_err(io(&manifest_path))?;
     let old = parent.join(format!(
         ".{name}.old-{}-{}",
         std::process::id(),
         crate::fsutil::unique_suffix()
     ));
     crate::fsutil::replace_dir(&tmp.keep(), dir, &old).map_err(io(dir))?;
+    // Recorded after the swap: should this write fail, the bundle and the record disagree and
+    // `bench` refuses the bundle (loudly) until it is rebuilt.
+    let record = manifest_digest_path(dir);
+    crate::fsutil::write_atomic(&record, format!("{digest}\n").as_bytes()).map_err(io(&record))?;
     Ok(manifest)
 }
 
@@ -145,7 +165,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         });
         Ok(())
     };
-    let runner = tmp.join("distill-edge-runner");
+    let runner = tmp.join(RUNNER);
     copy(inputs.runner, &runner)?;
     #[cfg(unix)]
     {
@@ -153,7 +173,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         std::fs::set_permissions(&runner, std::fs::Permissions::from_mode(0o755))
             .map_err(io(&runner))?;
     }
-    add("distill-edge-runner")?;
+    add(RUNNER)?;
     let shard_file = "shard.bin";
     let shard_path = tmp.join(shard_file);
     std::fs::write(&shard_path, inputs.shard.to_bytes()).map_err(io(&shard_path))?;
@@ -202,6 +222,9 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         host,
         bench: inputs.bench.clone(),
     };
-    crate::fsutil::write_json_atomic(&tmp.join(MANIFEST), &manifest).map_err(io(tmp))?;
+    // Every file the runner and the host need is listed with its digest.
+    manifest.check_listed().map_err(BundleError::Invalid)?;
+    let manifest_path = tmp.join(MANIFEST);
+    crate::fsutil::write_json_atomic(&manifest_path, &manifest).map_err(io(&manifest_path))?;
     Ok(manifest)
 }

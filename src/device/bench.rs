@@ -7,8 +7,9 @@ use serde::Serialize;
 
 use super::{DeviceError, Transport};
 use crate::board::TargetSpec;
+use crate::board::bundle::manifest_digest_path;
 use crate::infer::parity::{Parity, Tolerance, compare};
-use distill_edge_schema::{MANIFEST, Manifest, ModelResult, RunnerResult};
+use distill_edge_schema::{MANIFEST, Manifest, ModelResult, RunnerResult, sha256_hex};
 
 /// Errors running a bundle on a device.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,14 @@ pub enum BenchError {
         /// Path.
         path: String,
         /// What is wrong.
+        message: String,
+    },
+    /// The bundle is refused: built for another target, or its manifest is not the one built.
+    #[error("bundle {bundle} {message}")]
+    Bundle {
+        /// The local bundle directory.
+        bundle: String,
+        /// What is wrong (a phrase following the bundle's name).
         message: String,
     },
     /// The runner failed on the device.
@@ -91,16 +100,87 @@ pub struct RunnerOverrides {
     pub seconds: Option<f64>,
 }
 
-fn read_manifest(bundle: &Path) -> Result<Manifest, BenchError> {
+/// The local bundle's manifest and the SHA-256 of its bytes, which must equal the digest
+/// recorded when the bundle was written ([`manifest_digest_path`]): an edited manifest is
+/// refused before anything is uploaded.
+fn read_manifest(bundle: &Path) -> Result<(Manifest, String), BenchError> {
     let path = bundle.join(MANIFEST);
-    let text = std::fs::read_to_string(&path).map_err(|e| BenchError::File {
+    let bytes = std::fs::read(&path).map_err(|e| BenchError::File {
         path: path.display().to_string(),
         message: format!("{e} (build the bundle first: distill-edge build --target …)"),
     })?;
-    serde_json::from_str(&text).map_err(|e| BenchError::File {
+    let manifest = serde_json::from_slice(&bytes).map_err(|e| BenchError::File {
         path: path.display().to_string(),
         message: format!("not a bundle manifest: {e}"),
-    })
+    })?;
+    let digest = sha256_hex(&bytes);
+    let record = manifest_digest_path(bundle);
+    let refused = |message: String| BenchError::Bundle {
+        bundle: bundle.display().to_string(),
+        message,
+    };
+    let recorded = std::fs::read_to_string(&record).map_err(|e| {
+        refused(format!(
+            "has no record of its manifest's digest ({}: {e}): rebuild it",
+            record.display()
+        ))
+    })?;
+    let recorded = recorded.trim();
+    if recorded != digest {
+        return Err(refused(format!(
+            "has a {MANIFEST} that is not the one built (sha256 {}…, recorded {}… in {}): it was edited; rebuild the bundle",
+            &digest[..12],
+            recorded.get(..12).unwrap_or(recorded),
+            record.display()
+        )));
+    }
+    Ok((manifest, digest))
+}
+
+/// Refuses a bundle built for another target than `target`, or whose manifest does not list
+/// every file it needs.
+fn check_bundle(target: &TargetSpec, bundle: &Path, manifest: &Manifest) -> Result<(), BenchError> {
+    let refused = |message: String| BenchError::Bundle {
+        bundle: bundle.display().to_string(),
+        message,
+    };
+    if manifest.target != target.name || manifest.triple != target.triple {
+        return Err(refused(format!(
+            "was built for {} ({}), not {}",
+            manifest.target, manifest.triple, target.name
+        )));
+    }
+    manifest
+        .check_listed()
+        .map_err(|e| refused(format!("has an incomplete {MANIFEST}: {e}")))
+}
+
+/// Reads the host reference `file` of the bundle, checked against its manifest entry.
+fn read_reference(bundle: &Path, manifest: &Manifest, file: &str) -> Result<Vec<f32>, BenchError> {
+    let path = bundle.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| BenchError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let listed = manifest
+        .entry(file)
+        .is_some_and(|e| e.bytes == bytes.len() as u64 && e.sha256 == sha256_hex(&bytes));
+    if !listed {
+        return Err(BenchError::Bundle {
+            bundle: bundle.display().to_string(),
+            message: format!(
+                "has a {file} that does not match its manifest: it was edited; rebuild the bundle"
+            ),
+        });
+    }
+    Ok(f32_from_le(&bytes))
+}
+
+fn f32_from_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn read_f32(path: &Path) -> Result<Vec<f32>, BenchError> {
@@ -108,13 +188,13 @@ fn read_f32(path: &Path) -> Result<Vec<f32>, BenchError> {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(f32_from_le(&bytes))
 }
 
-/// Uploads `bundle`, runs the runner through `transport`, downloads and compares.
+/// Uploads `bundle`, runs the runner through `transport`, downloads and compares. The bundle
+/// is refused before upload when it was built for another target or its manifest is not the
+/// one recorded at build time, and after the run when the runner read another manifest or did
+/// not verify the files.
 pub fn run_bundle(
     target: &TargetSpec,
     bundle: &Path,
@@ -123,7 +203,8 @@ pub fn run_bundle(
     timeout: Duration,
 ) -> Result<BenchReport, BenchError> {
     let started = std::time::Instant::now();
-    let manifest = read_manifest(bundle)?;
+    let (manifest, manifest_sha256) = read_manifest(bundle)?;
+    check_bundle(target, bundle, &manifest)?;
     let work_dir =
         crate::fsutil::fresh_temp_dir("distill-edge-result").map_err(|e| BenchError::File {
             path: std::env::temp_dir().display().to_string(),
@@ -179,6 +260,33 @@ pub fn run_bundle(
     let cleanup = transport.cleanup(&remote);
     let result = outcome?;
     cleanup?;
+    let refused = |message: String| BenchError::Bundle {
+        bundle: bundle.display().to_string(),
+        message,
+    };
+    match &result.manifest_sha256 {
+        Some(d) if *d == manifest_sha256 => {}
+        Some(d) => {
+            return Err(refused(format!(
+                "ran on {} with a {MANIFEST} that is not the one built (sha256 {}…, built {}…): it was edited on the device",
+                transport.describe(),
+                d.get(..12).unwrap_or(d),
+                &manifest_sha256[..12]
+            )));
+        }
+        None => {
+            return Err(refused(format!(
+                "ran a runner on {} that does not report the digest of its {MANIFEST}: rebuild the bundle",
+                transport.describe()
+            )));
+        }
+    }
+    if !result.verified {
+        return Err(refused(format!(
+            "was not verified by the runner on {}",
+            transport.describe()
+        )));
+    }
 
     let emulated = transport.is_emulated();
     let mut failures = Vec::new();
@@ -195,7 +303,7 @@ pub fn run_bundle(
             failures.push(format!("{}: the runner reported no result", host.model));
             continue;
         };
-        let reference = read_f32(&bundle.join(&host.outputs_file))?;
+        let reference = read_reference(bundle, &manifest, &host.outputs_file)?;
         let device_logits = read_f32(&work.join(format!("outputs-{}.bin", host.model)))?;
         let tolerance = if host.model == "fp32" {
             Tolerance::Approximate
@@ -399,5 +507,291 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("does not match the manifest"), "{err}");
+    }
+
+    /// A transport that must not be used: the bundle is refused before upload.
+    struct NoUpload;
+
+    impl Transport for NoUpload {
+        fn describe(&self) -> String {
+            "no-upload".into()
+        }
+        fn is_emulated(&self) -> bool {
+            false
+        }
+        fn upload(&self, bundle: &Path) -> Result<crate::device::RemoteBundle, DeviceError> {
+            panic!("{} was uploaded", bundle.display())
+        }
+        fn run(
+            &self,
+            _: &crate::device::RemoteBundle,
+            _: &str,
+            _: &[String],
+            _: &[(String, String)],
+            _: Duration,
+        ) -> Result<crate::device::RunOutput, DeviceError> {
+            unreachable!()
+        }
+        fn download(
+            &self,
+            _: &crate::device::RemoteBundle,
+            _: &str,
+            _: &Path,
+        ) -> Result<(), DeviceError> {
+            unreachable!()
+        }
+        fn cleanup(&self, _: &crate::device::RemoteBundle) -> Result<(), DeviceError> {
+            unreachable!()
+        }
+    }
+
+    /// This host as the device, with the uploaded copy of the bundle edited by `edit` (someone
+    /// tampering with the bundle on the board).
+    struct TamperOnUpload<F: Fn(&Path)> {
+        inner: crate::device::local::LocalTransport,
+        edit: F,
+    }
+
+    impl<F: Fn(&Path)> Transport for TamperOnUpload<F> {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn is_emulated(&self) -> bool {
+            false
+        }
+        fn upload(&self, bundle: &Path) -> Result<crate::device::RemoteBundle, DeviceError> {
+            let remote = self.inner.upload(bundle)?;
+            assert!(remote.owned, "the local transport copies the bundle");
+            (self.edit)(Path::new(&remote.dir));
+            Ok(remote)
+        }
+        fn run(
+            &self,
+            bundle: &crate::device::RemoteBundle,
+            program: &str,
+            args: &[String],
+            env: &[(String, String)],
+            timeout: Duration,
+        ) -> Result<crate::device::RunOutput, DeviceError> {
+            self.inner.run(bundle, program, args, env, timeout)
+        }
+        fn download(
+            &self,
+            bundle: &crate::device::RemoteBundle,
+            file: &str,
+            local: &Path,
+        ) -> Result<(), DeviceError> {
+            self.inner.download(bundle, file, local)
+        }
+        fn cleanup(&self, bundle: &crate::device::RemoteBundle) -> Result<(), DeviceError> {
+            self.inner.cleanup(bundle)
+        }
+    }
+
+    /// Rewrites `dir`'s manifest through `f`.
+    fn edit_manifest(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+        let path = dir.join(MANIFEST);
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// Drops the model's entry from `files` and flips a byte of the model.
+    fn drop_model_entry_and_flip_a_byte(dir: &Path) {
+        edit_manifest(dir, |v| {
+            v["files"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|f| f["path"] != "student-fp32.onnx");
+        });
+        let model = dir.join("student-fp32.onnx");
+        let mut bytes = std::fs::read(&model).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&model, bytes).unwrap();
+    }
+
+    fn bench(
+        target: &TargetSpec,
+        bundle: &Path,
+        t: &dyn Transport,
+    ) -> Result<BenchReport, BenchError> {
+        run_bundle(
+            target,
+            bundle,
+            t,
+            &RunnerOverrides::default(),
+            Duration::from_secs(120),
+        )
+    }
+
+    /// Runs the bundle's runner directly in `dir` with `args`: (exit code, stderr).
+    fn run_runner(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+        let out = std::process::Command::new(dir.join("distill-edge-runner"))
+            .arg(dir)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn an_edited_manifest_with_no_files_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, bundle) = host_bundle(tmp.path());
+        assert!(
+            bench(
+                &target,
+                &bundle,
+                &crate::device::local::LocalTransport::new()
+            )
+            .unwrap()
+            .passed
+        );
+
+        // Edited on the board: the runner refuses the unlisted files, exit status 1.
+        let on_board = TamperOnUpload {
+            inner: crate::device::local::LocalTransport::new(),
+            edit: |d: &Path| edit_manifest(d, |v| v["files"] = serde_json::json!([])),
+        };
+        let err = bench(&target, &bundle, &on_board).unwrap_err().to_string();
+        assert!(err.contains("exit status Some(1)"), "{err}");
+        assert!(
+            err.contains("distill-edge-runner: not listed in the manifest"),
+            "{err}"
+        );
+
+        // Edited here: refused before upload, naming the bundle.
+        edit_manifest(&bundle, |v| v["files"] = serde_json::json!([]));
+        let err = bench(&target, &bundle, &NoUpload).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!(
+                "bundle {} has a manifest.json that is not the one built",
+                bundle.display()
+            )),
+            "{err}"
+        );
+        // The runner itself refuses it too, on one line, with or without verification.
+        for args in [&[][..], &["--no-verify"][..]] {
+            let (code, stderr) = run_runner(&bundle, args);
+            assert_eq!(code, Some(1), "{stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.contains("not listed in the manifest"), "{stderr}");
+        }
+    }
+
+    #[test]
+    fn a_dropped_model_entry_and_a_flipped_byte_fail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, bundle) = host_bundle(tmp.path());
+        let on_board = TamperOnUpload {
+            inner: crate::device::local::LocalTransport::new(),
+            edit: drop_model_entry_and_flip_a_byte,
+        };
+        let err = bench(&target, &bundle, &on_board).unwrap_err().to_string();
+        assert!(err.contains("exit status Some(1)"), "{err}");
+        assert!(
+            err.contains("student-fp32.onnx: not listed in the manifest"),
+            "{err}"
+        );
+
+        // The same edit here, with the recorded digest forged to match: refused before upload.
+        drop_model_entry_and_flip_a_byte(&bundle);
+        let record = crate::board::bundle::manifest_digest_path(&bundle);
+        let forged = sha256_hex(&std::fs::read(bundle.join(MANIFEST)).unwrap());
+        std::fs::write(&record, forged).unwrap();
+        let err = bench(&target, &bundle, &NoUpload).unwrap_err().to_string();
+        assert!(
+            err.contains("student-fp32.onnx: not listed in the manifest"),
+            "{err}"
+        );
+        let (code, stderr) = run_runner(&bundle, &["--no-verify"]);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(stderr.contains("student-fp32.onnx: not listed"), "{stderr}");
+    }
+
+    #[test]
+    fn an_edited_manifest_on_the_device_fails_by_its_digest() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, bundle) = host_bundle(tmp.path());
+        // An edit the runner's own checks accept: only the digest gives it away.
+        let on_board = TamperOnUpload {
+            inner: crate::device::local::LocalTransport::new(),
+            edit: |d: &Path| edit_manifest(d, |v| v["bench"]["runs"] = 2.into()),
+        };
+        let err = bench(&target, &bundle, &on_board).unwrap_err().to_string();
+        assert!(err.contains("that is not the one built"), "{err}");
+        assert!(err.contains("edited on the device"), "{err}");
+
+        // A local edit as small as a trailing newline is refused before upload.
+        let path = bundle.join(MANIFEST);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.push(b'\n');
+        std::fs::write(&path, bytes).unwrap();
+        let err = bench(&target, &bundle, &NoUpload).unwrap_err().to_string();
+        assert!(err.contains("is not the one built"), "{err}");
+
+        // So is a bundle without the record.
+        std::fs::remove_file(crate::board::bundle::manifest_digest_path(&bundle)).unwrap();
+        let err = bench(&target, &bundle, &NoUpload).unwrap_err().to_string();
+        assert!(
+            err.contains("has no record of its manifest's digest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_edited_host_reference_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (target, bundle) = host_bundle(tmp.path());
+        let reference = bundle.join("reference-fp32.bin");
+        let original = std::fs::read(&reference).unwrap();
+        let mut bytes = original.clone();
+        bytes[0] ^= 1;
+        std::fs::write(&reference, bytes).unwrap();
+        // The runner verifies the uploaded copy of the reference too.
+        let err = bench(
+            &target,
+            &bundle,
+            &crate::device::local::LocalTransport::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("reference-fp32.bin: does not match the manifest"),
+            "{err}"
+        );
+        // The host checks the local one it compares with, whatever the device holds.
+        let intact_on_board = TamperOnUpload {
+            inner: crate::device::local::LocalTransport::new(),
+            edit: |d: &Path| std::fs::write(d.join("reference-fp32.bin"), &original).unwrap(),
+        };
+        let err = bench(&target, &bundle, &intact_on_board)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("reference-fp32.bin that does not match its manifest"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_bundle_for_another_target_is_refused_before_upload() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (host, bundle) = host_bundle(tmp.path());
+        let other = TargetSpec::resolve("aarch64").unwrap();
+        let err = bench(&other, &bundle, &NoUpload).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "bundle {} was built for {} ({}), not aarch64",
+                bundle.display(),
+                host.name,
+                host.triple
+            )
+        );
     }
 }
