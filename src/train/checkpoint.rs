@@ -70,6 +70,75 @@ pub struct CheckpointHeader {
     pub extra: serde_json::Value,
 }
 
+impl CheckpointHeader {
+    /// Checks every field as a config is checked: a positive input shape and class count,
+    /// one finite mean and one finite std > 0 per channel, class names matching the class
+    /// count, and an architecture that binds to its own input shape with the stored block
+    /// shapes (and fits in memory). The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.architecture;
+        for (field, value) in [
+            ("channels", a.input.channels),
+            ("height", a.input.height),
+            ("width", a.input.width),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "header field architecture.input: input {field} is 0 (expected > 0)"
+                ));
+            }
+        }
+        if a.classes < 2 {
+            return Err(format!(
+                "header field architecture.classes: {} classes (expected at least 2)",
+                a.classes
+            ));
+        }
+        if !self.classes.is_empty() && self.classes.len() != a.classes {
+            return Err(format!(
+                "header field classes: {} class names for a model with {} classes",
+                self.classes.len(),
+                a.classes
+            ));
+        }
+        let n = &self.normalization;
+        if n.mean.len() != a.input.channels || n.std.len() != a.input.channels {
+            return Err(format!(
+                "header field normalization: {} means and {} stds for {} input channels",
+                n.mean.len(),
+                n.std.len(),
+                a.input.channels
+            ));
+        }
+        if let Some(m) = n.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!(
+                "header field normalization.mean: {m} is not finite"
+            ));
+        }
+        if let Some(s) = n.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!(
+                "header field normalization.std: {s} (expected a finite value > 0)"
+            ));
+        }
+        let bound = a
+            .spec
+            .bind(a.input, a.classes)
+            .map_err(|e| format!("header field architecture: {e}"))?;
+        if bound.block_shapes != a.block_shapes {
+            let shapes = |v: &[crate::data::ImageShape]| {
+                v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+            };
+            return Err(format!(
+                "header field architecture.block-shapes: [{}] do not follow from input {} (expected [{}])",
+                shapes(&a.block_shapes),
+                a.input,
+                shapes(&bound.block_shapes)
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A decoded checkpoint file.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -193,6 +262,7 @@ impl Checkpoint {
                 header.format
             ));
         }
+        header.validate()?;
         let mlen = u64::from_le_bytes(take(8)?.try_into().unwrap()) as usize;
         let model = take(mlen)?.to_vec();
         let olen = u64::from_le_bytes(take(8)?.try_into().unwrap()) as usize;
