@@ -339,3 +339,63 @@ pub fn first_non_finite_param<M: Module>(module: &M) -> Option<String> {
     module.visit(&mut finder);
     finder.found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageShape;
+    use crate::model::ModelSpec;
+
+    fn header() -> CheckpointHeader {
+        let arch = ModelSpec::resolve("cnn32-small", Path::new("."))
+            .unwrap()
+            .bind(ImageShape::new(1, 28, 28), 10)
+            .unwrap();
+        CheckpointHeader {
+            format: FORMAT,
+            kind: "model".into(),
+            epochs_done: 0,
+            config_hash: "test".into(),
+            architecture: arch,
+            normalization: Normalization::identity(1),
+            dataset: "synthetic".into(),
+            classes: (0..10).map(|i| i.to_string()).collect(),
+            history: vec![],
+            extra: serde_json::Value::Null,
+        }
+    }
+
+    /// A re-hashed container (valid digest) around `header`.
+    fn decode(header: CheckpointHeader) -> Result<Checkpoint, String> {
+        let c = Checkpoint {
+            header,
+            model: vec![],
+            optimizer: vec![],
+        };
+        Checkpoint::from_bytes(&c.to_bytes())
+    }
+
+    #[test]
+    fn every_header_field_is_validated_on_load_with_the_field_named() {
+        assert!(decode(header()).is_ok());
+        let cases: Vec<(Box<dyn Fn(&mut CheckpointHeader)>, &str)> = vec![
+            (Box::new(|h| h.architecture.input.height = 0), "input height"),
+            (Box::new(|h| h.architecture.input.width = 0), "input width"),
+            (Box::new(|h| h.architecture.input.channels = 0), "input channels"),
+            (Box::new(|h| h.architecture.classes = 0), "architecture.classes"),
+            (Box::new(|h| h.normalization.std[0] = 0.0), "normalization.std"),
+            (Box::new(|h| h.normalization.std[0] = f32::NAN), "normalization.std"),
+            (Box::new(|h| h.normalization.mean[0] = f32::INFINITY), "normalization.mean"),
+            (Box::new(|h| h.normalization = Normalization::identity(3)), "normalization"),
+            (Box::new(|h| h.classes.truncate(3)), "classes"),
+            (Box::new(|h| h.architecture.input.height = 4), "architecture"),
+            (Box::new(|h| h.architecture.input.height = 32), "block-shapes"),
+        ];
+        for (edit, field) in cases {
+            let mut h = header();
+            edit(&mut h);
+            let err = decode(h).unwrap_err();
+            assert!(err.contains(field) && !err.contains('\n'), "{field}: {err}");
+        }
+    }
+}
