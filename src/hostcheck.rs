@@ -101,7 +101,10 @@ impl ModelInfo {
             }
         }
         if let Some(a) = &architecture
-            && (a.input.channels == 0 || a.input.height == 0 || a.input.width == 0 || a.classes == 0)
+            && (a.input.channels == 0
+                || a.input.height == 0
+                || a.input.width == 0
+                || a.classes == 0)
         {
             return Err(InferError::Load {
                 path: path.display().to_string(),
@@ -366,7 +369,10 @@ mod verdict_tests {
         let e = non_finite_outputs(p, "tract", &[f32::NAN, 1.0, f32::INFINITY])
             .unwrap_err()
             .to_string();
-        assert!(e.contains("m.onnx") && e.contains("non-finite") && e.contains("2 of 3"), "{e}");
+        assert!(
+            e.contains("m.onnx") && e.contains("non-finite") && e.contains("2 of 3"),
+            "{e}"
+        );
     }
 
     fn report(engine: &str, accuracy: f64, parity_ok: Option<bool>) -> EngineReport {

@@ -47,10 +47,15 @@ fn exported() -> pb::ModelProto {
     let net = ckpt
         .load_model(&distill_edge::runtime::cpu(), Path::new("x.ckpt"))
         .unwrap();
-    export_model(&net, &ckpt, &ExportOptions {
+    export_model(
+        &net,
+        &ckpt,
+        &ExportOptions {
             fold_batch_norm: true,
             embedding_output: false,
-        }).unwrap()
+        },
+    )
+    .unwrap()
 }
 
 fn write(dir: &Path, name: &str, model: &pb::ModelProto) -> PathBuf {
@@ -136,7 +141,10 @@ fn an_out_of_range_gather_is_one_error_line_in_check_and_build_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
     let bad = write(p, "bad.onnx", &with_out_of_range_gather(exported()));
-    let out = run(p, &["check", "bad.onnx", "--data", "synthetic", "--runs", "1"]);
+    let out = run(
+        p,
+        &["check", "bad.onnx", "--data", "synthetic", "--runs", "1"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = assert_one_error_line(&out, "check");
     assert!(line.contains("bad.onnx"), "{line}");
@@ -178,7 +186,15 @@ fn a_nan_weight_fails_check_naming_non_finite_outputs() {
     let out = run(
         p,
         &[
-            "-q", "check", "good.onnx", "--data", "synthetic", "--runs", "1", "--engines", "tract",
+            "-q",
+            "check",
+            "good.onnx",
+            "--data",
+            "synthetic",
+            "--runs",
+            "1",
+            "--engines",
+            "tract",
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -223,12 +239,12 @@ fn huge_model_specs_are_refused_with_the_figure_and_no_config_toml() {
         (
             "wide",
             "fc = [8]\n[[blocks]]\nwidth = 10000000000\n",
-            "GB for parameters",
+            "GiB for parameters",
         ),
         (
             "fc",
             "fc = [100000000000]\n[[blocks]]\nwidth = 8\n",
-            "GB for parameters",
+            "GiB for parameters",
         ),
         (
             "pad",
@@ -253,7 +269,7 @@ fn huge_model_specs_are_refused_with_the_figure_and_no_config_toml() {
         assert_eq!(out.status.code(), Some(1), "{name}: {}", stderr(&out));
         let line = assert_one_error_line(&out, name);
         assert!(line.contains(needle), "{name}: {line}");
-        if needle.contains("GB") {
+        if needle.contains("GiB") {
             assert!(line.contains("(limit "), "{name}: {line}");
         }
         assert!(

@@ -279,7 +279,10 @@ mod tests {
         assert!(a(0).validate(28, 28).is_ok());
         assert!(a(4).validate(28, 28).is_ok());
         let e = a(1000).validate(28, 28).unwrap_err();
-        assert!(e.contains("crop-padding 1000") && e.contains("28x28"), "{e}");
+        assert!(
+            e.contains("crop-padding 1000") && e.contains("28x28"),
+            "{e}"
+        );
         assert!(a(16).validate(32, 16).is_err());
     }
 

@@ -122,15 +122,15 @@ mod tests {
     #[test]
     fn nan_outputs_are_flagged_not_reported_as_zero_difference() {
         // Every candidate value NaN against a finite reference: max |diff| must not pass for 0.
-        let p = compare(&[f32::NAN; 4], &[1.0, 2.0, 3.0, 4.0], Tolerance::Approximate);
+        let p = compare(
+            &[f32::NAN; 4],
+            &[1.0, 2.0, 3.0, 4.0],
+            Tolerance::Approximate,
+        );
         assert!(!p.ok && p.has_non_finite(), "{p:?}");
         assert!(p.problem.as_deref().unwrap().contains("4 of 4"), "{p:?}");
         // Mixed: the finite pairs still give the real maximum difference.
-        let p = compare(
-            &[1.5, f32::INFINITY],
-            &[1.0, 2.0],
-            Tolerance::Approximate,
-        );
+        let p = compare(&[1.5, f32::INFINITY], &[1.0, 2.0], Tolerance::Approximate);
         assert!(!p.ok && p.has_non_finite() && p.max_abs == 0.5, "{p:?}");
         assert!(!compare(&[1.0], &[1.0], Tolerance::Exact).has_non_finite());
     }

@@ -226,9 +226,9 @@ pub fn memory_limit() -> u64 {
     available_memory().map_or(MEMORY_LIMIT, |a| a.min(MEMORY_LIMIT))
 }
 
-/// `40.0 GB`.
+/// `40.0 GiB`.
 fn gigabytes(bytes: f64) -> String {
-    format!("{:.1} GB", bytes / 1e9)
+    format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
 }
 
 impl Architecture {
@@ -273,7 +273,7 @@ impl Architecture {
     }
 
     /// Refuses a model whose parameters plus the activations of `batch` images exceed
-    /// [`memory_limit`], naming the figure: `needs 40.0 GB for parameters (limit 4.0 GB)`.
+    /// [`memory_limit`], naming the figure: `needs 40.0 GiB for parameters (limit 4.0 GiB)`.
     pub fn check_memory(&self, batch: usize) -> Result<(), SpecError> {
         let limit = memory_limit();
         let m = self.memory();
@@ -443,11 +443,14 @@ mod tests {
     #[test]
     fn huge_specs_are_refused_with_the_memory_figure() {
         let input = ImageShape::new(1, 28, 28);
-        for spec in [one_block(10_000_000_000, 1, 8), one_block(8, 1, 100_000_000_000)] {
+        for spec in [
+            one_block(10_000_000_000, 1, 8),
+            one_block(8, 1, 100_000_000_000),
+        ] {
             let err = spec.bind(input, 10).unwrap_err().to_string();
             assert!(
                 err.starts_with("model 'huge': needs ")
-                    && err.contains(" GB for parameters")
+                    && err.contains(" GiB for parameters")
                     && err.contains("(limit "),
                 "{err}"
             );
