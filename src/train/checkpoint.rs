@@ -381,7 +381,8 @@ mod tests {
     #[test]
     fn every_header_field_is_validated_on_load_with_the_field_named() {
         assert!(decode(header()).is_ok());
-        let cases: Vec<(Box<dyn Fn(&mut CheckpointHeader)>, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut CheckpointHeader)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (
                 Box::new(|h| h.architecture.input.height = 0),
                 "input height",
