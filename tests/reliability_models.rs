@@ -116,6 +116,47 @@ fn with_nan_weight(mut m: pb::ModelProto) -> pb::ModelProto {
     m
 }
 
+/// Makes every max pool's window 100x100, larger than any feature map of a 28x28 input.
+fn with_oversized_pool(mut m: pb::ModelProto) -> pb::ModelProto {
+    let g = m.graph.as_mut().unwrap();
+    let mut found = false;
+    for n in g.node.iter_mut().filter(|n| n.op_type() == "MaxPool") {
+        n.attribute
+            .retain(|a| !matches!(a.name(), "kernel_shape" | "strides"));
+        n.attribute
+            .push(proto::make_attr_ints("kernel_shape", &[100, 100]));
+        n.attribute.push(proto::make_attr_ints("strides", &[100, 100]));
+        found = true;
+    }
+    assert!(found, "the exported model has a MaxPool");
+    m
+}
+
+/// Sets every value of the classifier's bias (the last float initializer read) to +Inf.
+fn with_inf_bias(mut m: pb::ModelProto) -> pb::ModelProto {
+    let g = m.graph.as_mut().unwrap();
+    let is_init = |i: &String| {
+        g.initializer
+            .iter()
+            .any(|t| t.name.as_ref() == Some(i) && proto::tensor_f32(t).is_some())
+    };
+    let name = g
+        .node
+        .iter()
+        .rev()
+        .find_map(|n| n.input.iter().rev().find(|i| is_init(i)))
+        .cloned()
+        .expect("a node reads an initializer");
+    let t = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.as_ref() == Some(&name))
+        .unwrap();
+    let (dims, values) = proto::tensor_f32(t).unwrap();
+    *t = proto::make_tensor_f32(&name, &dims, &vec![f32::INFINITY; values.len()]);
+    m
+}
+
 fn error_lines(o: &std::process::Output) -> Vec<String> {
     stderr(o)
         .lines()
@@ -210,6 +251,28 @@ fn a_nan_weight_fails_check_naming_non_finite_outputs() {
             line.contains("non-finite") && line.contains("nan.onnx"),
             "{line}"
         );
+    }
+}
+
+#[test]
+fn inf_bias_oversized_pool_and_lying_metadata_do_not_pass_check() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let mut lying = exported();
+    proto::set_metadata(&mut lying, &[("normalization_std", "[0.0]")]);
+    for (file, model, needle) in [
+        ("inf.onnx", with_inf_bias(exported()), "non-finite"),
+        ("pool.onnx", with_oversized_pool(exported()), "pool.onnx"),
+        ("lying.onnx", lying, "normalisation"),
+    ] {
+        write(p, file, &model);
+        let out = run(
+            p,
+            &["check", file, "--data", "synthetic", "--runs", "1", "--engines", "tract"],
+        );
+        assert_eq!(out.status.code(), Some(1), "{file}: {}", stderr(&out));
+        let line = assert_one_error_line(&out, file);
+        assert!(line.contains(file) && line.contains(needle), "{file}: {line}");
     }
 }
 

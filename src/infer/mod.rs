@@ -239,3 +239,24 @@ pub fn load_engines(
     }
     Ok(loaded)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_an_engine_call_becomes_an_error_naming_the_model() {
+        let e = guard::<()>("bad.onnx", false, || panic!("index out of bounds: 1000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad.onnx: inference failed:") && e.contains("index out of bounds"),
+            "{e}"
+        );
+        let e = guard::<()>("bad.onnx", true, || panic!("{}", String::from("a\nb")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("bad.onnx: cannot load model:") && !e.contains('\n'), "{e}");
+        assert_eq!(guard("ok.onnx", false, || Ok(7)).unwrap(), 7);
+    }
+}

@@ -171,10 +171,12 @@ pub(crate) fn outputs_from(
         path: path.to_string(),
         message: "the model has no output".into(),
     })?;
-    if lshape.len() != 2 {
+    if lshape.len() != 2 || lshape[1] == 0 || lshape[0] * lshape[1] != logits.len() {
         return Err(InferError::Run {
             path: path.to_string(),
-            message: format!("expected logits of rank 2, got shape {lshape:?}"),
+            message: format!(
+                "expected logits of shape [batch, classes] with classes > 0, got shape {lshape:?}"
+            ),
         });
     }
     let embedding = ei.map(|i| std::mem::take(&mut raw[i].1));
