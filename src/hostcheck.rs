@@ -267,8 +267,11 @@ pub fn check_engines(
         }
         all
     });
-    let classes = info.architecture.as_ref().map_or(0, |a| a.classes);
-    let burn_accuracy = burn_logits.as_ref().map(|l| accuracy(l, classes));
+    // burn's own output width, not the metadata's class count (which a model file may misstate).
+    let burn_accuracy = burn_logits
+        .as_ref()
+        .filter(|l| !l.is_empty() && !test.is_empty())
+        .map(|l| accuracy(l, l.len() / test.len()));
     let tolerance = if info.quantized {
         Tolerance::Quantized
     } else {

@@ -125,7 +125,8 @@ fn with_oversized_pool(mut m: pb::ModelProto) -> pb::ModelProto {
             .retain(|a| !matches!(a.name(), "kernel_shape" | "strides"));
         n.attribute
             .push(proto::make_attr_ints("kernel_shape", &[100, 100]));
-        n.attribute.push(proto::make_attr_ints("strides", &[100, 100]));
+        n.attribute
+            .push(proto::make_attr_ints("strides", &[100, 100]));
         found = true;
     }
     assert!(found, "the exported model has a MaxPool");
@@ -268,11 +269,23 @@ fn inf_bias_oversized_pool_and_lying_metadata_do_not_pass_check() {
         write(p, file, &model);
         let out = run(
             p,
-            &["check", file, "--data", "synthetic", "--runs", "1", "--engines", "tract"],
+            &[
+                "check",
+                file,
+                "--data",
+                "synthetic",
+                "--runs",
+                "1",
+                "--engines",
+                "tract",
+            ],
         );
         assert_eq!(out.status.code(), Some(1), "{file}: {}", stderr(&out));
         let line = assert_one_error_line(&out, file);
-        assert!(line.contains(file) && line.contains(needle), "{file}: {line}");
+        assert!(
+            line.contains(file) && line.contains(needle),
+            "{file}: {line}"
+        );
     }
 }
 

@@ -256,7 +256,10 @@ mod tests {
         let e = guard::<()>("bad.onnx", true, || panic!("{}", String::from("a\nb")))
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("bad.onnx: cannot load model:") && !e.contains('\n'), "{e}");
+        assert!(
+            e.starts_with("bad.onnx: cannot load model:") && !e.contains('\n'),
+            "{e}"
+        );
         assert_eq!(guard("ok.onnx", false, || Ok(7)).unwrap(), 7);
     }
 }
