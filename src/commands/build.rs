@@ -151,7 +151,6 @@ fn resolve_target(name: &str, args: &BuildArgs) -> Result<TargetSpec> {
     Ok(target)
 }
 
-/// Builds the runner for one target and writes the bundle of a given model.
 /// Loads `model` in tract and runs the first image of `shard` through it.
 fn smoke_test(model: &Path, shard: &crate::runner_schema::Shard) -> Result<()> {
     let engine = crate::infer::tract::TractEngine::load(model)?;
@@ -170,6 +169,7 @@ fn smoke_test(model: &Path, shard: &crate::runner_schema::Shard) -> Result<()> {
     Ok(())
 }
 
+/// Builds the runner for one target and writes the bundle of a given model.
 fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()> {
     let reporter = Reporter::new(global.quiet);
     let [target] = &args.target[..] else {
