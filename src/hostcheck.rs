@@ -85,6 +85,37 @@ impl ModelInfo {
             }),
             _ => None,
         };
+        if let Some(n) = &normalization {
+            let bad = n.mean.iter().any(|m| !m.is_finite())
+                || n.std.iter().any(|s| !s.is_finite() || *s <= 0.0)
+                || n.mean.len() != n.std.len()
+                || n.mean.is_empty();
+            if bad {
+                return Err(InferError::Load {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "metadata normalisation mean {:?} / std {:?}: expected one finite mean and one finite std > 0 per channel",
+                        n.mean, n.std
+                    ),
+                });
+            }
+        }
+        if let Some(a) = &architecture
+            && (a.input.channels == 0
+                || a.input.height == 0
+                || a.input.width == 0
+                || a.classes == 0)
+        {
+            return Err(InferError::Load {
+                path: path.display().to_string(),
+                message: format!(
+                    "metadata `{}`: input {} with {} classes is not a usable model",
+                    meta_keys::ARCHITECTURE,
+                    a.input,
+                    a.classes
+                ),
+            });
+        }
         Ok(Self {
             path: path.to_path_buf(),
             bytes: bytes.len() as u64,
@@ -236,8 +267,11 @@ pub fn check_engines(
         }
         all
     });
-    let classes = info.architecture.as_ref().map_or(0, |a| a.classes);
-    let burn_accuracy = burn_logits.as_ref().map(|l| accuracy(l, classes));
+    // burn's own output width, not the metadata's class count (which a model file may misstate).
+    let burn_accuracy = burn_logits
+        .as_ref()
+        .filter(|l| !l.is_empty() && !test.is_empty())
+        .map(|l| accuracy(l, l.len() / test.len()));
     let tolerance = if info.quantized {
         Tolerance::Quantized
     } else {
@@ -254,6 +288,7 @@ pub fn check_engines(
             test.len()
         ));
         let (logits, classes) = engine_logits(engine.as_ref(), &images, shape, 250)?;
+        non_finite_outputs(&info.path, engine.name(), &logits)?;
         let acc = accuracy(&logits, classes);
         let (parity, parity_reference) = match &reference {
             Some((name, r)) => (Some(compare(&logits, r, tolerance)), Some(name.clone())),
@@ -273,6 +308,22 @@ pub fn check_engines(
         });
     }
     Ok((burn_accuracy, reports))
+}
+
+/// An error when any of `logits` (an engine's outputs on the test split) is NaN or infinite:
+/// such a model is broken whatever its top-1 reads (argmax over NaN picks a class anyway).
+pub fn non_finite_outputs(path: &Path, engine: &str, logits: &[f32]) -> Result<(), InferError> {
+    let bad = logits.iter().filter(|v| !v.is_finite()).count();
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(InferError::Run {
+        path: path.display().to_string(),
+        message: format!(
+            "{engine} produced non-finite outputs: {bad} of {} logits on the test split are NaN or infinite",
+            logits.len()
+        ),
+    })
 }
 
 /// The host-check rule, one message per failure: an engine whose output parity with its
@@ -313,6 +364,19 @@ pub fn verdict(
 #[cfg(test)]
 mod verdict_tests {
     use super::*;
+
+    #[test]
+    fn non_finite_engine_outputs_are_an_error_naming_the_model() {
+        let p = Path::new("m.onnx");
+        assert!(non_finite_outputs(p, "tract", &[0.5, -1.0]).is_ok());
+        let e = non_finite_outputs(p, "tract", &[f32::NAN, 1.0, f32::INFINITY])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("m.onnx") && e.contains("non-finite") && e.contains("2 of 3"),
+            "{e}"
+        );
+    }
 
     fn report(engine: &str, accuracy: f64, parity_ok: Option<bool>) -> EngineReport {
         EngineReport {

@@ -153,6 +153,24 @@ fn resolve_target(name: &str, args: &BuildArgs) -> Result<TargetSpec> {
     Ok(target)
 }
 
+/// Loads `model` in tract and runs the first image of `shard` through it.
+fn smoke_test(model: &Path, shard: &crate::runner_schema::Shard) -> Result<()> {
+    let engine = crate::infer::tract::TractEngine::load(model)?;
+    let [c, h, w] = shard.shape;
+    if let Some(first) = shard.images.get(..c * h * w)
+        && engine.input_shape() == [c, h, w]
+    {
+        crate::infer::Engine::run(
+            &engine,
+            crate::infer::Batch {
+                data: first,
+                shape: [1, c, h, w],
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Builds the runner for one target and writes the bundle of a given model.
 fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()> {
     let reporter = Reporter::new(global.quiet);
@@ -169,6 +187,11 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
     let source = super::data_for_model(dir, args.config.as_deref(), &args.data)?;
     let splits = data::load(&source)?;
     let shard = make_shard(&splits.test, &norm, args.shard_size);
+    // Fail on a model the host engine cannot run before the (slow) cross build and before
+    // the bundle's temporary directory, with the error naming the file given.
+    for m in std::iter::once(model).chain(args.int8.as_deref()) {
+        smoke_test(m, &shard)?;
+    }
 
     let t = Instant::now();
     let runner = match &args.runner {

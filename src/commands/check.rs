@@ -168,7 +168,11 @@ fn print_human(r: &CheckReport) {
     for e in &r.engines {
         let (diff, vs, ok) = match &e.parity {
             Some(p) => (
-                format!("{:.2e}", p.max_abs),
+                if p.has_non_finite() {
+                    "NaN/Inf".to_string()
+                } else {
+                    format!("{:.2e}", p.max_abs)
+                },
                 e.parity_reference.clone().unwrap_or_default(),
                 if p.ok { "ok" } else { "FAIL" }.to_string(),
             ),

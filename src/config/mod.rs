@@ -183,6 +183,24 @@ impl TrainSettings {
         Ok(())
     }
 
+    /// Checks the settings that depend on the image size (`height` x `width`): the crop
+    /// padding must be smaller than the images. Call it wherever the size is known.
+    pub fn validate_for_images(
+        &self,
+        origin: &str,
+        prefix: &str,
+        height: usize,
+        width: usize,
+    ) -> Result<(), ConfigError> {
+        self.augment
+            .validate(height, width)
+            .map_err(|message| ConfigError::Invalid {
+                origin: origin.to_string(),
+                field: format!("{prefix}.augment.crop-padding"),
+                message,
+            })
+    }
+
     /// Parses a schedule written as `EPOCHS:LR[,EPOCHS:LR…]`, e.g. `60:1e-3,10:1e-4`.
     pub fn parse_schedule(text: &str) -> Result<Vec<LrStage>, String> {
         text.split(',')
@@ -242,7 +260,11 @@ impl TrainConfig {
     /// Checks every section.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         validate_name(origin, "name", &self.name)?;
-        self.train.validate(origin, "train")
+        self.train.validate(origin, "train")?;
+        if let Some((h, w)) = image_size(&self.data) {
+            self.train.validate_for_images(origin, "train", h, w)?;
+        }
+        Ok(())
     }
 
     /// Stable hash of the resolved config (what an artifact was made from).
@@ -253,6 +275,18 @@ impl TrainConfig {
     /// The resolved config as TOML, saved beside artifacts.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config serialises to TOML")
+    }
+}
+
+/// Height and width of the images `data` gives, when the source fixes them without reading
+/// any file (the IDX sets are 28x28, the CIFAR sets 32x32).
+pub fn image_size(data: &DataSource) -> Option<(usize, usize)> {
+    match data {
+        DataSource::FashionMnist { .. } | DataSource::Mnist { .. } => Some((28, 28)),
+        DataSource::Cifar10 { .. } | DataSource::Cifar100 { .. } => Some((32, 32)),
+        DataSource::Folder { height, width, .. } | DataSource::Synthetic { height, width, .. } => {
+            Some((*height, *width))
+        }
     }
 }
 
@@ -372,6 +406,21 @@ mod tests {
     }
 
     #[test]
+    fn crop_padding_of_1000_is_rejected_for_28x28_images() {
+        let mut c = TrainConfig::default_synthetic();
+        c.data = DataSource::FashionMnist { path: None };
+        c.train.augment.crop_padding = 1000;
+        let err = c.validate("x.toml").unwrap_err().to_string();
+        assert!(
+            err.starts_with("x.toml: train.augment.crop-padding: crop-padding 1000")
+                && err.contains("28x28"),
+            "{err}"
+        );
+        c.train.augment.crop_padding = 4;
+        c.validate("x.toml").unwrap();
+    }
+
+    #[test]
     fn default_config_is_valid() {
         let c = TrainConfig::default_synthetic();
         c.validate("default").unwrap();
@@ -487,6 +536,9 @@ impl DistillConfig {
         };
         validate_name(origin, "name", &self.name)?;
         self.train.validate(origin, "train")?;
+        if let Some((h, w)) = image_size(&self.data) {
+            self.train.validate_for_images(origin, "train", h, w)?;
+        }
         let d = &self.distill;
         let w = d.weights();
         if [w.pkt, w.kd, w.ce]

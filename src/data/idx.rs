@@ -228,6 +228,13 @@ pub fn find_file(dir: &Path, stem: &str, hint: &str) -> Result<PathBuf, DataErro
     if raw.is_file() {
         return Ok(raw);
     }
+    // A directory where the file is expected is not "missing": say what is there.
+    if let Some(d) = [&gz, &raw].into_iter().find(|p| p.is_dir()) {
+        return Err(DataError::invalid(
+            d.as_path(),
+            format!("is a directory; expected an IDX file ({hint})"),
+        ));
+    }
     Err(DataError::Missing {
         path: gz,
         hint: format!(
@@ -420,6 +427,19 @@ mod tests {
         let msg = err_of(load_dir(dir.path(), "mnist", &classes(), MNIST_HINT));
         assert!(msg.contains("t10k-labels-idx1-ubyte"), "{msg}");
         assert!(msg.contains("not found"), "{msg}");
+    }
+
+    #[test]
+    fn a_directory_where_an_idx_file_is_expected_is_reported_as_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        write_set(dir.path(), true);
+        let p = dir.path().join("train-images-idx3-ubyte.gz");
+        std::fs::remove_file(&p).unwrap();
+        std::fs::create_dir(&p).unwrap();
+        let msg = err_of(load_dir(dir.path(), "mnist", &classes(), MNIST_HINT));
+        assert!(msg.contains("is a directory"), "{msg}");
+        assert!(msg.contains("train-images-idx3-ubyte.gz"), "{msg}");
+        assert!(!msg.contains("not found"), "{msg}");
     }
 
     #[test]

@@ -102,6 +102,21 @@ pub struct Augment {
     pub hflip: bool,
 }
 
+impl Augment {
+    /// Checks the augmentation against the images it will see: a crop padding must be smaller
+    /// than the image height and width (a larger one crops mostly or only padding).
+    pub fn validate(&self, height: usize, width: usize) -> Result<(), String> {
+        let side = height.min(width);
+        if self.crop_padding > 0 && self.crop_padding >= side {
+            return Err(format!(
+                "crop-padding {} must be smaller than the {height}x{width} images",
+                self.crop_padding
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A deterministic permutation of `0..n` for (`seed`, `epoch`): the same
 /// inputs give the same order on any machine (StdRng of rand 0.9 seeded with
 /// a SplitMix64 mix of both).
@@ -253,6 +268,22 @@ mod tests {
             labels: (0..n as u16).map(|i| i % 2).collect(),
             classes: vec!["a".into(), "b".into()],
         }
+    }
+
+    #[test]
+    fn crop_padding_is_bounded_by_the_image_size() {
+        let a = |p| Augment {
+            crop_padding: p,
+            hflip: false,
+        };
+        assert!(a(0).validate(28, 28).is_ok());
+        assert!(a(4).validate(28, 28).is_ok());
+        let e = a(1000).validate(28, 28).unwrap_err();
+        assert!(
+            e.contains("crop-padding 1000") && e.contains("28x28"),
+            "{e}"
+        );
+        assert!(a(16).validate(32, 16).is_err());
     }
 
     #[test]

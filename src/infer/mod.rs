@@ -61,6 +61,73 @@ pub enum InferError {
     Unavailable(String),
 }
 
+/// Runs `f`, turning a panic inside an inference engine into an error naming the model `path`
+/// (`load`: whether the model was being loaded or run). The default panic message is not
+/// printed for panics on this thread while `f` runs: the error says it in one line.
+pub(crate) fn guard<T>(
+    path: &str,
+    load: bool,
+    f: impl FnOnce() -> Result<T, InferError>,
+) -> Result<T, InferError> {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    quiet_panics::install();
+    let result = quiet_panics::QUIET.with(|q| {
+        let before = q.replace(true);
+        // The engine's state is not used again after a panic: the model is dropped.
+        let r = catch_unwind(AssertUnwindSafe(f));
+        q.set(before);
+        r
+    });
+    result.unwrap_or_else(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        let message = format!(
+            "the engine failed on this model (internal panic: {})",
+            what.replace('\n', " ")
+        );
+        Err(if load {
+            InferError::Load {
+                path: path.to_string(),
+                message,
+            }
+        } else {
+            InferError::Run {
+                path: path.to_string(),
+                message,
+            }
+        })
+    })
+}
+
+/// A panic hook that stays silent for panics [`guard`] catches and otherwise defers to the
+/// hook installed before it.
+mod quiet_panics {
+    use std::cell::Cell;
+    use std::sync::Once;
+
+    thread_local! {
+        /// Set while [`super::guard`] runs an engine call on this thread.
+        pub(super) static QUIET: Cell<bool> = const { Cell::new(false) };
+    }
+
+    static INSTALL: Once = Once::new();
+
+    /// Wraps the current panic hook once per process.
+    pub(super) fn install() {
+        INSTALL.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                if !QUIET.with(Cell::get) {
+                    previous(info);
+                }
+            }));
+        });
+    }
+}
+
 /// A loaded model that can run batches.
 pub trait Engine {
     /// Short engine name, e.g. `tract` or `onnxruntime`.
@@ -171,4 +238,28 @@ pub fn load_engines(
         }
     }
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_inside_an_engine_call_becomes_an_error_naming_the_model() {
+        let e = guard::<()>("bad.onnx", false, || panic!("index out of bounds: 1000"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad.onnx: inference failed:") && e.contains("index out of bounds"),
+            "{e}"
+        );
+        let e = guard::<()>("bad.onnx", true, || panic!("{}", String::from("a\nb")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("bad.onnx: cannot load model:") && !e.contains('\n'),
+            "{e}"
+        );
+        assert_eq!(guard("ok.onnx", false, || Ok(7)).unwrap(), 7);
+    }
 }

@@ -58,8 +58,15 @@ pub struct OrtEngine {
 }
 
 impl OrtEngine {
-    /// Loads an ONNX file with `threads` intra-op threads and all graph optimisations.
+    /// Loads an ONNX file with `threads` intra-op threads and all graph optimisations. A model
+    /// that makes the engine panic is an error, not a crash.
     pub fn load(path: &Path, threads: usize) -> Result<Self, InferError> {
+        super::guard(&path.display().to_string(), true, || {
+            Self::load_unguarded(path, threads)
+        })
+    }
+
+    fn load_unguarded(path: &Path, threads: usize) -> Result<Self, InferError> {
         let env = environment()?;
         let label = path.display().to_string();
         let load = |message: String| InferError::Load {
@@ -99,12 +106,18 @@ impl Engine for OrtEngine {
     }
 
     fn run(&self, batch: Batch<'_>) -> Result<Outputs, InferError> {
+        super::guard(&self.path, false, || self.run_unguarded(batch))
+    }
+}
+
+impl OrtEngine {
+    fn run_unguarded(&self, batch: Batch<'_>) -> Result<Outputs, InferError> {
         let run_err = |e: ort::Error| InferError::Run {
             path: self.path.clone(),
             message: e.to_string(),
         };
         let tensor = TensorRef::from_array_view((batch.shape, batch.data)).map_err(run_err)?;
-        let mut session = self.session.lock().expect("session lock");
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = session
             .run(ort::inputs![self.input.as_str() => tensor])
             .map_err(run_err)?;

@@ -34,8 +34,13 @@ impl TractEngine {
         Self::from_bytes(&bytes, &path.display().to_string())
     }
 
-    /// Loads an ONNX model from memory; `label` names it in errors.
+    /// Loads an ONNX model from memory; `label` names it in errors. A model that makes tract
+    /// panic is an error, not a crash.
     pub fn from_bytes(bytes: &[u8], label: &str) -> Result<Self, InferError> {
+        super::guard(label, true, || Self::from_bytes_unguarded(bytes, label))
+    }
+
+    fn from_bytes_unguarded(bytes: &[u8], label: &str) -> Result<Self, InferError> {
         let load = |message: String| InferError::Load {
             path: label.to_string(),
             message,
@@ -87,7 +92,8 @@ impl TractEngine {
     }
 
     fn plan(&self, batch: usize) -> Result<Runnable, InferError> {
-        let mut plans = self.plans.lock().expect("plan cache lock");
+        // A panic caught while planning leaves the cache as it was: poisoning does not matter.
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = plans.get(&batch) {
             return Ok(p.clone());
         }
@@ -119,6 +125,11 @@ impl TractEngine {
                 ),
             });
         }
+        super::guard(&self.path, false, || self.run_planned(batch))
+    }
+
+    fn run_planned(&self, batch: Batch<'_>) -> Result<RawOutputs, InferError> {
+        let n = batch.shape[0];
         let plan = self.plan(n)?;
         let run_err = |e: TractError| InferError::Run {
             path: self.path.clone(),
@@ -160,10 +171,12 @@ pub(crate) fn outputs_from(
         path: path.to_string(),
         message: "the model has no output".into(),
     })?;
-    if lshape.len() != 2 {
+    if lshape.len() != 2 || lshape[1] == 0 || lshape[0] * lshape[1] != logits.len() {
         return Err(InferError::Run {
             path: path.to_string(),
-            message: format!("expected logits of rank 2, got shape {lshape:?}"),
+            message: format!(
+                "expected logits of shape [batch, classes] with classes > 0, got shape {lshape:?}"
+            ),
         });
     }
     let embedding = ei.map(|i| std::mem::take(&mut raw[i].1));

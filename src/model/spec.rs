@@ -141,6 +141,19 @@ impl ModelSpec {
             if b.width == 0 || b.kernel == 0 {
                 return Err(invalid(format!("block {i}: width and kernel must be > 0")));
             }
+            if b.padding >= b.kernel {
+                return Err(invalid(format!(
+                    "block {i}: padding {} must be smaller than the {k}x{k} kernel (a wider border only adds zeros)",
+                    b.padding,
+                    k = b.kernel
+                )));
+            }
+            if b.padding >= h || b.padding >= w {
+                return Err(invalid(format!(
+                    "block {i}: padding {} must be smaller than its {h}x{w} input (input {input})",
+                    b.padding
+                )));
+            }
             let (ph, pw) = (h + 2 * b.padding, w + 2 * b.padding);
             if ph < b.kernel || pw < b.kernel {
                 return Err(invalid(format!(
@@ -167,11 +180,121 @@ impl ModelSpec {
         if self.fc.contains(&0) {
             return Err(invalid("fc widths must be > 0".into()));
         }
-        Ok(Architecture {
+        let arch = Architecture {
             spec: self.clone(),
             input,
             classes,
             block_shapes: shapes,
+        };
+        // Refuse what cannot be allocated before anything is (or any artifact is written).
+        arch.check_memory(1)?;
+        Ok(arch)
+    }
+}
+
+/// The most memory a model may need for its parameters and the activations of one batch,
+/// bytes, whatever the machine has: 4 GiB.
+pub const MEMORY_LIMIT: u64 = 4 << 30;
+
+/// Memory a model needs, bytes (estimates: f32 values, training extras not included).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MemoryEstimate {
+    /// Parameters (weights, biases, BN scale/shift and running statistics).
+    pub parameters: f64,
+    /// Activations of one image through every layer (conv, BN, ReLU, pool, fc outputs).
+    pub activations_per_image: f64,
+}
+
+impl MemoryEstimate {
+    /// Parameters plus the activations of `batch` images.
+    pub fn for_batch(&self, batch: usize) -> f64 {
+        self.parameters + self.activations_per_image * batch as f64
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes, when the system says.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The memory limit that applies here: [`MEMORY_LIMIT`], or the memory this machine has
+/// available when that is smaller.
+pub fn memory_limit() -> u64 {
+    available_memory().map_or(MEMORY_LIMIT, |a| a.min(MEMORY_LIMIT))
+}
+
+/// `40.0 GiB`.
+fn gigabytes(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / (1u64 << 30) as f64)
+}
+
+impl Architecture {
+    /// What this model needs, computed in floating point so that absurd specs cannot
+    /// overflow.
+    pub fn memory(&self) -> MemoryEstimate {
+        const F32: f64 = 4.0;
+        let mut params = 0.0f64;
+        let mut acts = 0.0f64;
+        let mut cin = self.input.channels as f64;
+        let (mut h, mut w) = (self.input.height as f64, self.input.width as f64);
+        for (b, out) in self.spec.blocks.iter().zip(&self.block_shapes) {
+            let width = b.width as f64;
+            let k = b.kernel as f64;
+            let p = b.padding as f64;
+            params += width * cin * k * k + width;
+            let conv = width * (h + 2.0 * p - k + 1.0) * (w + 2.0 * p - k + 1.0);
+            // conv output, ReLU output, BN output when present.
+            acts += conv * if b.batch_norm { 3.0 } else { 2.0 };
+            if b.batch_norm {
+                params += 4.0 * width;
+            }
+            if b.pool > 1 {
+                acts += out.len() as f64;
+            }
+            cin = width;
+            h = out.height as f64;
+            w = out.width as f64;
+        }
+        let mut fin = self.block_shapes.last().map_or(0.0, |s| s.len() as f64);
+        for &f in self.spec.fc.iter().chain(std::iter::once(&self.classes)) {
+            let f = f as f64;
+            params += fin * f + f;
+            // Linear output and ReLU output.
+            acts += 2.0 * f;
+            fin = f;
+        }
+        MemoryEstimate {
+            parameters: params * F32,
+            activations_per_image: acts * F32,
+        }
+    }
+
+    /// Refuses a model whose parameters plus the activations of `batch` images exceed
+    /// [`memory_limit`], naming the figure: `needs 40.0 GiB for parameters (limit 4.0 GiB)`.
+    pub fn check_memory(&self, batch: usize) -> Result<(), SpecError> {
+        let limit = memory_limit();
+        let m = self.memory();
+        let total = m.for_batch(batch.max(1));
+        if total <= limit as f64 {
+            return Ok(());
+        }
+        let what = if m.parameters > limit as f64 {
+            format!("{} for parameters", gigabytes(m.parameters))
+        } else {
+            format!(
+                "{} for parameters and the activations of {} image{} ({} per image)",
+                gigabytes(total),
+                batch.max(1),
+                if batch > 1 { "s" } else { "" },
+                gigabytes(m.activations_per_image)
+            )
+        };
+        Err(SpecError::Invalid {
+            model: self.spec.name.clone(),
+            message: format!("needs {what} (limit {})", gigabytes(limit as f64)),
         })
     }
 }
@@ -301,6 +424,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("block 1") || err.contains("block 2"), "{err}");
+    }
+
+    fn one_block(width: usize, padding: usize, fc: usize) -> ModelSpec {
+        ModelSpec {
+            name: "huge".into(),
+            blocks: vec![BlockSpec {
+                width,
+                kernel: 3,
+                padding,
+                batch_norm: true,
+                pool: 2,
+            }],
+            fc: vec![fc],
+        }
+    }
+
+    #[test]
+    fn huge_specs_are_refused_with_the_memory_figure() {
+        let input = ImageShape::new(1, 28, 28);
+        for spec in [
+            one_block(10_000_000_000, 1, 8),
+            one_block(8, 1, 100_000_000_000),
+        ] {
+            let err = spec.bind(input, 10).unwrap_err().to_string();
+            assert!(
+                err.starts_with("model 'huge': needs ")
+                    && err.contains(" GiB for parameters")
+                    && err.contains("(limit "),
+                "{err}"
+            );
+        }
+        // The activations of a batch count too.
+        let arch = one_block(64, 1, 64).bind(input, 10).unwrap();
+        assert!(arch.check_memory(32).is_ok());
+        let err = arch.check_memory(1 << 30).unwrap_err().to_string();
+        assert!(err.contains("activations of 1073741824 images"), "{err}");
+    }
+
+    #[test]
+    fn padding_as_wide_as_the_kernel_or_input_is_refused() {
+        let input = ImageShape::new(1, 28, 28);
+        let err = one_block(8, 100_000, 8)
+            .bind(input, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("padding 100000"), "{err}");
+        assert!(one_block(8, 3, 8).bind(input, 10).is_err());
+        assert!(one_block(8, 2, 8).bind(input, 10).is_ok());
+        let mut spec = one_block(8, 2, 8);
+        spec.blocks[0].kernel = 5;
+        assert!(spec.bind(ImageShape::new(1, 2, 2), 10).is_err());
     }
 
     #[test]

@@ -70,6 +70,78 @@ pub struct CheckpointHeader {
     pub extra: serde_json::Value,
 }
 
+impl CheckpointHeader {
+    /// Checks every field as a config is checked: a positive input shape and class count,
+    /// one finite mean and one finite std > 0 per channel, class names matching the class
+    /// count, and an architecture that binds to its own input shape with the stored block
+    /// shapes (and fits in memory). The message names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let a = &self.architecture;
+        for (field, value) in [
+            ("channels", a.input.channels),
+            ("height", a.input.height),
+            ("width", a.input.width),
+        ] {
+            if value == 0 {
+                return Err(format!(
+                    "header field architecture.input: input {field} is 0 (expected > 0)"
+                ));
+            }
+        }
+        if a.classes < 2 {
+            return Err(format!(
+                "header field architecture.classes: {} classes (expected at least 2)",
+                a.classes
+            ));
+        }
+        if !self.classes.is_empty() && self.classes.len() != a.classes {
+            return Err(format!(
+                "header field classes: {} class names for a model with {} classes",
+                self.classes.len(),
+                a.classes
+            ));
+        }
+        let n = &self.normalization;
+        if n.mean.len() != a.input.channels || n.std.len() != a.input.channels {
+            return Err(format!(
+                "header field normalization: {} means and {} stds for {} input channels",
+                n.mean.len(),
+                n.std.len(),
+                a.input.channels
+            ));
+        }
+        if let Some(m) = n.mean.iter().find(|m| !m.is_finite()) {
+            return Err(format!(
+                "header field normalization.mean: {m} is not finite"
+            ));
+        }
+        if let Some(s) = n.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
+            return Err(format!(
+                "header field normalization.std: {s} (expected a finite value > 0)"
+            ));
+        }
+        let bound = a
+            .spec
+            .bind(a.input, a.classes)
+            .map_err(|e| format!("header field architecture: {e}"))?;
+        if bound.block_shapes != a.block_shapes {
+            let shapes = |v: &[crate::data::ImageShape]| {
+                v.iter()
+                    .map(|s| s.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "header field architecture.block-shapes: [{}] do not follow from input {} (expected [{}])",
+                shapes(&a.block_shapes),
+                a.input,
+                shapes(&bound.block_shapes)
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A decoded checkpoint file.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -193,6 +265,7 @@ impl Checkpoint {
                 header.format
             ));
         }
+        header.validate()?;
         let mlen = u64::from_le_bytes(take(8)?.try_into().unwrap()) as usize;
         let model = take(mlen)?.to_vec();
         let olen = u64::from_le_bytes(take(8)?.try_into().unwrap()) as usize;
@@ -268,4 +341,89 @@ pub fn first_non_finite_param<M: Module>(module: &M) -> Option<String> {
     };
     module.visit(&mut finder);
     finder.found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageShape;
+    use crate::model::ModelSpec;
+
+    fn header() -> CheckpointHeader {
+        let arch = ModelSpec::resolve("cnn32-small", Path::new("."))
+            .unwrap()
+            .bind(ImageShape::new(1, 28, 28), 10)
+            .unwrap();
+        CheckpointHeader {
+            format: FORMAT,
+            kind: "model".into(),
+            epochs_done: 0,
+            config_hash: "test".into(),
+            architecture: arch,
+            normalization: Normalization::identity(1),
+            dataset: "synthetic".into(),
+            classes: (0..10).map(|i| i.to_string()).collect(),
+            history: vec![],
+            extra: serde_json::Value::Null,
+        }
+    }
+
+    /// A re-hashed container (valid digest) around `header`.
+    fn decode(header: CheckpointHeader) -> Result<Checkpoint, String> {
+        let c = Checkpoint {
+            header,
+            model: vec![],
+            optimizer: vec![],
+        };
+        Checkpoint::from_bytes(&c.to_bytes())
+    }
+
+    #[test]
+    fn every_header_field_is_validated_on_load_with_the_field_named() {
+        assert!(decode(header()).is_ok());
+        type Edit = Box<dyn Fn(&mut CheckpointHeader)>;
+        let cases: Vec<(Edit, &str)> = vec![
+            (
+                Box::new(|h| h.architecture.input.height = 0),
+                "input height",
+            ),
+            (Box::new(|h| h.architecture.input.width = 0), "input width"),
+            (
+                Box::new(|h| h.architecture.input.channels = 0),
+                "input channels",
+            ),
+            (
+                Box::new(|h| h.architecture.classes = 0),
+                "architecture.classes",
+            ),
+            (
+                Box::new(|h| h.normalization.std[0] = 0.0),
+                "normalization.std",
+            ),
+            // (NaN and Inf cannot be written in JSON: serde_json writes null, refused on read.)
+            (
+                Box::new(|h| h.normalization.std[0] = -1.0),
+                "normalization.std",
+            ),
+            (
+                Box::new(|h| h.normalization = Normalization::identity(3)),
+                "normalization",
+            ),
+            (Box::new(|h| h.classes.truncate(3)), "classes"),
+            (
+                Box::new(|h| h.architecture.input.height = 4),
+                "architecture",
+            ),
+            (
+                Box::new(|h| h.architecture.input.height = 32),
+                "block-shapes",
+            ),
+        ];
+        for (edit, field) in cases {
+            let mut h = header();
+            edit(&mut h);
+            let err = decode(h).unwrap_err();
+            assert!(err.contains(field) && !err.contains('\n'), "{field}: {err}");
+        }
+    }
 }
