@@ -154,7 +154,7 @@ fn resolve_target(name: &str, args: &BuildArgs) -> Result<TargetSpec> {
 }
 
 /// Loads `model` in tract and runs the first image of `shard` through it.
-fn smoke_test(model: &Path, shard: &crate::runner_schema::Shard) -> Result<()> {
+fn smoke_test(model: &Path, shard: &distill_edge_schema::Shard) -> Result<()> {
     let engine = crate::infer::tract::TractEngine::load(model)?;
     let [c, h, w] = shard.shape;
     if let Some(first) = shard.images.get(..c * h * w)
