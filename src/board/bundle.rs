@@ -228,3 +228,27 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
     crate::fsutil::write_json_atomic(&manifest_path, &manifest).map_err(io(&manifest_path))?;
     Ok(manifest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk while the bundle is written used to be reported against the file being
+    /// copied; the error must name where it was going.
+    #[test]
+    fn disk_full_during_a_bundle_write_names_the_destination() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("student.onnx");
+        std::fs::write(&src, vec![7u8; 4096]).unwrap();
+        // /dev/full accepts opening for writing and fails every write with ENOSPC.
+        let full = Path::new("/dev/full");
+        if !full.exists() {
+            crate::testing::missing_tool("/dev/full", "a Linux system with /dev/full");
+            return;
+        }
+        let msg = copy(&src, full).unwrap_err().to_string();
+        assert!(msg.contains("/dev/full"), "{msg}");
+        assert!(msg.contains("student.onnx"), "{msg}");
+        assert!(msg.contains("to /dev/full"), "{msg}");
+    }
+}

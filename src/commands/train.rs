@@ -69,6 +69,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     reporter.line(format!("loading {} data", config.data.name()));
     let splits = data::load(&config.data)?;
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
+    arch.check_memory(config.train.batch_size)?;
     reporter.line(format!(
         "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads -> {}",
         arch.spec.name,

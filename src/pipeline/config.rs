@@ -272,7 +272,22 @@ impl PipelineConfig {
                 }
             }
         }
-        self.student.train.validate(origin, "student.train")
+        self.student.train.validate(origin, "student.train")?;
+        // Settings that depend on the image size, where the data source fixes it.
+        if let Some((h, w)) = crate::config::image_size(&self.data) {
+            let mut schedules = vec![(&self.teacher.train, "teacher.train")];
+            if let Some(a) = &self.auxiliary {
+                schedules.push((&a.train, "auxiliary.train"));
+                if let Some(b) = &a.baseline {
+                    schedules.push((b, "auxiliary.baseline"));
+                }
+            }
+            schedules.push((&self.student.train, "student.train"));
+            for (settings, field) in schedules {
+                settings.validate_for_images(origin, field, h, w)?;
+            }
+        }
+        Ok(())
     }
 
     /// Where the run's artifacts go.
@@ -326,5 +341,15 @@ mod tests {
         assert_eq!(base["a"]["x"].as_integer(), Some(1));
         assert_eq!(base["a"]["y"].as_integer(), Some(5));
         assert_eq!(base["b"]["z"].as_integer(), Some(3));
+    }
+
+    /// `crop-padding = 1000` on 28x28 images was accepted in a pipeline config.
+    #[test]
+    fn a_crop_padding_beyond_the_image_size_is_refused_in_a_pipeline_config() {
+        let (mut c, _) = PipelineConfig::load(&shipped("fashion-mnist.toml"), None).unwrap();
+        c.validate("fashion-mnist.toml").unwrap();
+        c.student.train.augment.crop_padding = 1000;
+        let e = c.validate("fashion-mnist.toml").unwrap_err().to_string();
+        assert!(e.contains("student.train") && e.contains("crop"), "{e}");
     }
 }

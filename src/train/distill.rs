@@ -156,6 +156,7 @@ pub fn distill(
     let device = crate::runtime::cpu();
     let spec = crate::model::ModelSpec::resolve(&config.student, std::path::Path::new("."))?;
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
+    arch.check_memory(config.train.batch_size)?;
     config.validate(origin, arch.spec.blocks.len())?;
     check_fit(&arch, splits)?;
     let load =

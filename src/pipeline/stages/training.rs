@@ -108,6 +108,7 @@ pub(super) fn train_stage(
     } = *job;
     let spec = ModelSpec::resolve(model, Path::new("."))?;
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
+    arch.check_memory(settings.batch_size)?;
     let resume = dir.join(CHECKPOINT_FILE).exists();
     /// The job as `config.toml` in the stage directory.
     #[derive(Serialize)]
