@@ -9,7 +9,6 @@ use crate::board::TargetSpec;
 use crate::cli::{BenchArgs, GlobalArgs};
 use crate::device::bench::{BenchReport, RunnerOverrides, run_bundle};
 use crate::eval::latency::{LatencyStats, latency_table};
-use crate::exit::CheckFailed;
 use crate::progress::Reporter;
 use crate::table::Table;
 
@@ -50,13 +49,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     } else if !global.quiet {
         print_human(&report);
     }
-    if !report.passed {
-        return Err(CheckFailed(format!(
-            "device check failed: {}",
-            report.failures.join("; ")
-        ))
-        .into());
-    }
+    report.verdict()?;
     Ok(())
 }
 

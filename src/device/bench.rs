@@ -89,6 +89,19 @@ pub struct BenchReport {
     pub notes: Vec<String>,
 }
 
+impl BenchReport {
+    /// `Ok` when the bundle passed on the device, else the failed check (exit code 3).
+    pub fn verdict(&self) -> Result<(), crate::exit::CheckFailed> {
+        if self.passed {
+            return Ok(());
+        }
+        Err(crate::exit::CheckFailed(format!(
+            "device check failed: {}",
+            self.failures.join("; ")
+        )))
+    }
+}
+
 /// Runner options passed on the device.
 #[derive(Debug, Clone, Default)]
 pub struct RunnerOverrides {

@@ -385,7 +385,7 @@ fn run_one(
                 dir: partial.clone(),
                 fingerprint: fp.into(),
                 artifacts: Vec::new(),
-                error: Some(one_line(&e)),
+                error: Some(crate::exit::one_line(&e)),
             };
             let e = e.context(format!(
                 "stage {name} failed (log: {}; earlier artifacts kept in {})",
@@ -456,19 +456,6 @@ fn build_in_partial(
     crate::fsutil::replace_dir(partial, dir, &ctx.root.join(format!("{name}.old")))
         .with_context(|| format!("moving {} into place", dir.display()))?;
     Ok((seconds, artifacts.into_iter().map(|a| a.0).collect()))
-}
-
-/// The error chain on one line, skipping causes the message already contains.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut text = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            text.push_str(": ");
-            text.push_str(&cause);
-        }
-    }
-    text.replace('\n', " ")
 }
 
 fn collect_files(base: &Path, dir: &Path, out: &mut Vec<(String, String)>) -> Result<()> {

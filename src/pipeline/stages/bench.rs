@@ -10,7 +10,6 @@ use super::bundle::BUNDLE_DIR;
 use crate::board::TargetSpec;
 use crate::device::SshSettings;
 use crate::device::bench::run_bundle;
-use crate::exit::CheckFailed;
 use crate::fsutil::write_json_atomic;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
@@ -61,13 +60,7 @@ impl Stage for Bench {
         for n in &report.notes {
             reporter.line(format!("note: {n}"));
         }
-        if !report.passed {
-            return Err(CheckFailed(format!(
-                "device check failed: {}",
-                report.failures.join("; ")
-            ))
-            .into());
-        }
+        report.verdict()?;
         Ok(())
     }
 }
