@@ -75,9 +75,11 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
         }
     ));
     let started = Instant::now();
+    // `_lock` keeps the run directory locked until the report is written.
     let BuildResult {
         mut summary,
         failure,
+        lock: _lock,
     } = build(
         &config,
         &BuildOptions {

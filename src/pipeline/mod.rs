@@ -71,6 +71,8 @@ pub struct BuildResult {
     pub summary: BuildSummary,
     /// The failed stage's error.
     pub failure: Option<anyhow::Error>,
+    /// The run directory's lock, held until the caller has written the report.
+    pub lock: crate::fsutil::DirLock,
 }
 
 /// Runs every stage that is not up to date. An error is returned only when no stage could
@@ -95,6 +97,7 @@ pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult
             dataset,
         },
         failure: run.failure,
+        lock: run.lock,
     })
 }
 

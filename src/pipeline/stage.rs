@@ -174,6 +174,8 @@ pub struct StagesRun {
     pub outcomes: Vec<StageOutcome>,
     /// The failed stage's error, with its log's path.
     pub failure: Option<anyhow::Error>,
+    /// The run directory's lock: whoever writes the report from this run keeps it until then.
+    pub lock: DirLock,
 }
 
 /// The fingerprint of a stage: its name, inputs and upstream fingerprints.
@@ -257,7 +259,7 @@ pub fn run_stages(
     let forced_from = from_index(&names, from)?;
     let fps = fingerprints(stages)?;
     // One build at a time per run directory; held until every stage has run.
-    let _lock = DirLock::acquire(&ctx.root, "build")?;
+    let lock = DirLock::acquire(&ctx.root, "build")?;
     let removed = clean_stale_temps(&ctx.root)
         .with_context(|| format!("removing temporary files in {}", ctx.root.display()))?;
     if !removed.is_empty() {
@@ -288,7 +290,11 @@ pub fn run_stages(
         outcomes.push(outcome);
         failure = error;
     }
-    Ok(StagesRun { outcomes, failure })
+    Ok(StagesRun {
+        outcomes,
+        failure,
+        lock,
+    })
 }
 
 /// Whether `dir` holds a finished stage with this fingerprint and intact artifacts: every

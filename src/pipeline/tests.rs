@@ -8,8 +8,8 @@ use std::rc::Rc;
 use anyhow::{Result, bail};
 
 use super::stage::{
-    Context, Inputs, LOG_FILE, STAGE_FILE, Stage, StageRecord, StagesRun, fingerprints, run_stages,
-    status,
+    Context, Inputs, LOG_FILE, STAGE_FILE, Stage, StageOutcome, StageRecord, fingerprints,
+    run_stages, status,
 };
 use crate::data::DataSource;
 use crate::fsutil::DirLock;
@@ -117,11 +117,16 @@ impl Bench {
             .collect()
     }
 
-    /// Runs the stages; returns the outcome and the names of the stages that ran.
-    fn run(&self, specs: &[Spec], from: Option<&str>) -> (StagesRun, Vec<String>) {
+    /// Runs the stages (releasing the run directory's lock when done, as a finished build
+    /// does); returns the outcome and the names of the stages that ran.
+    fn run(&self, specs: &[Spec], from: Option<&str>) -> (Ran, Vec<String>) {
         self.runs.borrow_mut().clear();
         let run = run_stages(&self.stages(specs), &self.ctx, from).unwrap();
-        (run, self.runs.borrow().clone())
+        let ran = Ran {
+            outcomes: run.outcomes,
+            failure: run.failure,
+        };
+        (ran, self.runs.borrow().clone())
     }
 
     fn artifact(&self, stage: &str) -> String {
@@ -129,7 +134,13 @@ impl Bench {
     }
 }
 
-fn statuses(run: &StagesRun) -> Vec<(&str, &str)> {
+/// A finished run without its lock.
+struct Ran {
+    outcomes: Vec<StageOutcome>,
+    failure: Option<anyhow::Error>,
+}
+
+fn statuses(run: &Ran) -> Vec<(&str, &str)> {
     run.outcomes
         .iter()
         .map(|o| (o.stage.as_str(), o.status.as_str()))
