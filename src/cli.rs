@@ -380,39 +380,46 @@ pub fn optimize_parser() -> impl TypedValueParser<Value = Optimize> {
     EnumValueParser::<OptimizeArg>::new().map(Optimize::from)
 }
 
-/// Training budget of InDistill in a comparison.
+/// Training budget of the variants with a curriculum in a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CurriculumBudget {
-    /// Same total epochs for every method: InDistill's curriculum epochs come out of its
-    /// main phase.
+    /// Same total epochs for every variant: the curriculum epochs come out of the main phase
+    /// (the reference protocol counts them inside its 70 epochs).
     Equal,
-    /// InDistill's curriculum is added before the same main phase as the others.
+    /// The curriculum is added before the same main phase as the others.
     Warmup,
-    /// The control: InDistill's main-phase losses without the curriculum, to isolate what
-    /// the layer-wise warm-up itself adds.
-    Control,
 }
 
 #[derive(Debug, Args)]
 pub struct CompareArgs {
-    /// Distillation config (TOML) giving data, teacher, student and schedules.
+    /// Distillation config (TOML) giving data, teacher, student, schedules and any
+    /// `[variants.<name>]`.
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
-    /// Methods to run.
+    /// Variants to run, side by side: built-in none, pkt, kd, indistill (each with the
+    /// config's weights when `[distill] method` is that method), indistill-reference
+    /// (curriculum, then PKT only), no-curriculum (indistill's losses without the
+    /// curriculum), or a `[variants.<name>]` of the config.
     #[arg(
         long,
-        value_parser = method_parser(),
+        alias = "methods",
         value_delimiter = ',',
-        default_values = ["none", "pkt", "kd", "indistill"]
+        value_name = "NAME,...",
+        default_values = crate::config::distill::BUILTIN_VARIANTS
     )]
-    pub methods: Vec<Method>,
-    /// Seeds; every method runs once per seed.
+    pub variants: Vec<String>,
+    /// Seeds; every variant runs once per seed (paired statistics need at least 2; use 5 or
+    /// more for intervals worth reading).
     #[arg(long, value_delimiter = ',', default_values_t = [1u64], value_name = "N,...")]
     pub seeds: Vec<u64>,
-    /// InDistill budgets to compare.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CurriculumBudget::Equal, CurriculumBudget::Warmup, CurriculumBudget::Control])]
+    /// Budgets of the variants with a curriculum.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [CurriculumBudget::Equal])]
     pub budgets: Vec<CurriculumBudget>,
+    /// With a `[validation]` split in the config: also evaluate on the test split (do this
+    /// once, for the reported table, after every choice was made on validation).
+    #[arg(long)]
+    pub test: bool,
     #[command(flatten)]
     pub overrides: DistillOverrides,
     /// Output directory (default runs/<name>/compare); finished runs in it are reused.
@@ -541,16 +548,15 @@ mod tests {
         let Command::Compare(c) = parse(&["compare", "-c", "x.toml"]).command else {
             panic!("not compare");
         };
-        assert_eq!(
-            c.methods,
-            [Method::None, Method::Pkt, Method::Kd, Method::Indistill]
-        );
+        assert_eq!(c.variants, crate::config::distill::BUILTIN_VARIANTS);
+        assert_eq!(c.budgets, [CurriculumBudget::Equal]);
+        // `--methods` is still understood, as an alias of `--variants`.
         let Command::Compare(c) =
             parse(&["compare", "-c", "x.toml", "--methods", "kd,pkt"]).command
         else {
             panic!("not compare");
         };
-        assert_eq!(c.methods, [Method::Kd, Method::Pkt]);
+        assert_eq!(c.variants, ["kd", "pkt"]);
         for m in [Method::Indistill, Method::Pkt, Method::Kd, Method::None] {
             let Command::Distill(d) =
                 parse(&["distill", "-c", "x.toml", "--method", m.name()]).command

@@ -199,8 +199,8 @@ fn compare_prints_one_table_over_seeds_and_reuses_finished_runs() {
         cfg.to_str().unwrap(),
         "--seeds",
         "1,2",
-        "--methods",
-        "none,pkt,indistill",
+        "--variants",
+        "none,pkt,indistill,indistill-reference,no-curriculum",
         "--top-k",
         "10",
     ];
@@ -208,25 +208,128 @@ fn compare_prints_one_table_over_seeds_and_reuses_finished_runs() {
     assert!(out.status.success(), "{}", stderr(&out));
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     for needle in [
+        "no validation split configured",
         "none",
         "pkt",
         "n/a (head untrained)",
-        "indistill (equal budget)",
-        "indistill (warmup budget)",
-        "indistill losses, no curriculum",
+        "indistill-reference",
+        "no-curriculum",
         "±",
         "P@10",
+        "seed 2",
+        "Paired differences over the 2 seeds",
+        "none - indistill",
     ] {
         assert!(table.contains(needle), "{needle} missing from\n{table}");
     }
     let md = std::fs::read_to_string(p.join("runs/student/compare/compare.md")).unwrap();
     assert_eq!(md, table);
+    // Equal budget (the default): the curriculum counts inside the main schedule.
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("runs/student/compare/compare.json")).unwrap(),
+    )
+    .unwrap();
+    let epochs = |label: &str| {
+        j["results"][0]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["label"] == label)
+            .unwrap()["epochs"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(epochs("indistill"), 4);
+    assert_eq!(epochs("no-curriculum"), 4);
+    assert_eq!(epochs("none"), 4);
+    // One pair row per pair of the 5 variants.
+    assert_eq!(j["results"][0]["pairs"].as_array().unwrap().len(), 10);
     // A second invocation trains nothing.
     let started = Instant::now();
     let again = run(p, &args);
     assert!(again.status.success());
     assert!(!stderr(&again).contains("epoch "), "{}", stderr(&again));
     assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn compare_keeps_each_methods_configured_weights_and_chooses_on_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let t = teacher(p, "", 600);
+    let cfg = distill_config(p, &t, "[1, 1, 1]", "[{ epochs = 4, lr = 2e-3 }]", SYNTH);
+    // InDistill configured as the reference (PKT only), and a custom variant.
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("weights = { pkt = 1.0 }\n[validation]\nimages = 100\nseed = 7\n[variants.kd-soft]\nmethod = \"kd\"\nweights = { kd = 0.5, ce = 0.5 }\n");
+    std::fs::write(&cfg, text).unwrap();
+    let base = [
+        "--threads",
+        "1",
+        "compare",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--variants",
+        "indistill,kd-soft",
+        "--top-k",
+        "10",
+    ];
+    let out = run(p, &base);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The configured weights were used: InDistill never trained its head (compare used to
+    // reset every method to its default weights, which train the head).
+    let row = table
+        .lines()
+        .find(|l| l.contains("indistill"))
+        .unwrap_or_else(|| panic!("no indistill row in\n{table}"));
+    assert!(row.contains("n/a (head untrained)"), "{row}");
+    let resolved =
+        std::fs::read_to_string(p.join("runs/student/compare/indistill-equal-seed1/config.toml"))
+            .unwrap();
+    assert!(
+        resolved.contains("kd = 0.0") && resolved.contains("ce = 0.0"),
+        "{resolved}"
+    );
+    let kd =
+        std::fs::read_to_string(p.join("runs/student/compare/kd-soft-seed1/config.toml")).unwrap();
+    assert!(kd.contains("kd = 0.5") && kd.contains("ce = 0.5"), "{kd}");
+    // Figures on validation only; the test split is not looked at without --test.
+    assert!(table.contains("validation split"), "{table}");
+    assert!(!table.contains("test split"), "{table}");
+    let j: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("runs/student/compare/compare.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(j["runs"][0]["test"].is_null());
+    assert_eq!(j["runs"][0]["validation"]["test_images"], 100);
+    // --test adds the test split, with the same trained runs.
+    let mut with_test = base.to_vec();
+    with_test.push("--test");
+    let out = run(p, &with_test);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("epoch "), "{}", stderr(&out));
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        table.contains("validation split") && table.contains("test split"),
+        "{table}"
+    );
+    // An unknown variant names the known ones.
+    let out = run(
+        p,
+        &[
+            "compare",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--variants",
+            "turbo",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(
+        e.contains("turbo") && e.contains("indistill-reference") && e.contains("kd-soft"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -6,15 +6,16 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use crate::cli::{CompareArgs, CurriculumBudget, DistillArgs, DistillOverrides, GlobalArgs};
-use crate::config::distill::Method;
+use crate::config::distill::{BUILTIN_VARIANTS, Method, VariantSpec};
 use crate::config::{DistillConfig, LrStage, TrainSettings};
 use crate::data::{self, Splits};
+use crate::eval::paired::{PairedDifference, paired};
 use crate::fsutil::write_json_atomic;
 use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
-use crate::train::distill::distill;
-use crate::train::{Checkpoint, TrainReport};
+use crate::train::Checkpoint;
+use crate::train::distill::{distill, run_identity};
 
 fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<()> {
     if o.data.data.is_some() || o.data.data_path.is_some() {
@@ -60,7 +61,17 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
     });
     let _lock = super::train::lock_run_dir(&out, "distill", &reporter)?;
     reporter.line(format!("loading {} data", config.data.name()));
-    let splits = data::load(&config.data)?;
+    let loaded = data::load(&config.data)?;
+    let splits = match &config.validation {
+        None => loaded,
+        Some(v) => {
+            reporter.line(format!(
+                "holding {} training images out for validation (seed {}); the per-epoch and final figures are on them",
+                v.images, v.seed
+            ));
+            data::split::hold_out(&loaded, v)?.for_validation()
+        }
+    };
     reporter.line(format!(
         "distilling {} with {} ({} curriculum + {} main epochs) -> {}",
         config.student,
@@ -83,7 +94,12 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
         return super::print_json(&report);
     }
     if !global.quiet {
-        let mut t = Table::new(["method", "params", "MACs", "epochs", "test top-1", "time"]);
+        let split = if config.validation.is_some() {
+            "validation top-1"
+        } else {
+            "test top-1"
+        };
+        let mut t = Table::new(["method", "params", "MACs", "epochs", split, "time"]);
         t.row([
             config.distill.method.name().to_string(),
             report.params.to_string(),
@@ -105,9 +121,13 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
 /// One finished run of a comparison.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareRun {
-    /// Method.
+    /// Variant name (built-in or `[variants.<name>]`).
+    pub variant: String,
+    /// Row label: the variant, with the budget when several are compared.
+    pub label: String,
+    /// Method of the variant.
     pub method: Method,
-    /// CurriculumBudget (InDistill only; `None` for the others, which run the main phase alone).
+    /// Budget (variants with a curriculum only).
     pub budget: Option<CurriculumBudget>,
     /// Seed.
     pub seed: u64,
@@ -115,8 +135,10 @@ pub struct CompareRun {
     pub epochs: usize,
     /// Whether the head was trained (top-1 is meaningful).
     pub classifies: bool,
-    /// Metrics on the test split.
-    pub metrics: ModelMetrics,
+    /// Metrics on the validation split (when the config holds one out).
+    pub validation: Option<ModelMetrics>,
+    /// Metrics on the test split (without a validation split, or with `--test`).
+    pub test: Option<ModelMetrics>,
     /// Wall time of the training, seconds (summed over resumed invocations).
     pub seconds: f64,
     /// Trainable parameters.
@@ -160,73 +182,116 @@ fn shorten(schedule: &[LrStage], mut epochs: usize) -> Result<Vec<LrStage>> {
     Ok(out)
 }
 
+/// The splits a comparison trains and evaluates on.
+enum CompareData {
+    /// No validation split configured: train on the training split, report on the test split.
+    Plain(Splits),
+    /// A validation split held out of the training split.
+    HeldOut(data::split::HeldOut),
+}
+
+impl CompareData {
+    fn training(&self) -> Splits {
+        match self {
+            CompareData::Plain(s) => s.clone(),
+            CompareData::HeldOut(h) => h.for_validation(),
+        }
+    }
+}
+
 /// What every run of a comparison shares.
 struct Comparison<'a> {
     base: &'a DistillConfig,
-    splits: &'a Splits,
+    data: &'a CompareData,
+    training: &'a Splits,
+    test: bool,
     top_k: usize,
     origin: &'a str,
 }
 
-fn run_one(
-    cmp: &Comparison<'_>,
-    method: Method,
+/// One run of a comparison: which variant, budget and seed.
+struct RunSpec<'a> {
+    variant: &'a str,
+    spec: &'a VariantSpec,
+    label: String,
     budget: Option<CurriculumBudget>,
     seed: u64,
+}
+
+fn run_one(
+    cmp: &Comparison<'_>,
+    run: &RunSpec<'_>,
     dir: &Path,
     reporter: &mut Reporter,
 ) -> Result<CompareRun> {
-    let (splits, origin, top_k) = (cmp.splits, cmp.origin, cmp.top_k);
     let mut config = cmp.base.clone();
-    config.seed = seed;
-    config.distill.method = method;
-    config.distill.weights = None;
+    config.seed = run.seed;
+    config.distill = run.spec.apply(&cmp.base.distill);
+    // A run's identity is its own settings, not the list of variants beside it.
+    config.variants.clear();
     // The curriculum runs at the main schedule's first rate, whatever the budget does to it.
     if config.distill.curriculum_lr.is_none() {
         config.distill.curriculum_lr = Some(config.train.lr_at(1));
     }
-    match budget {
-        Some(CurriculumBudget::Equal) => {
-            let c: usize = config.distill.curriculum.iter().sum();
-            config.train.schedule = shorten(&config.train.schedule, c)?;
-        }
-        Some(CurriculumBudget::Control) => {
-            config.distill.curriculum = vec![0; config.distill.curriculum.len()];
-        }
-        Some(CurriculumBudget::Warmup) | None => {}
+    if run.budget == Some(CurriculumBudget::Equal) {
+        let c: usize = config.distill.curriculum_epochs().iter().sum();
+        config.train.schedule = shorten(&config.train.schedule, c)?;
     }
     let done = dir.join(crate::train::supervised::MODEL_FILE);
     let resume = dir.join(crate::train::supervised::CHECKPOINT_FILE).exists();
-    let report: Option<TrainReport> = if done.exists() && resume {
-        // A finished run: resuming it trains nothing and rewrites the same final weights.
-        None
+    let finished = done.exists() && resume;
+    if finished {
+        // A finished run is reused only if it is exactly this run (config, teacher weights).
+        let want = run_identity(&config)?;
+        let have = Checkpoint::read(&done)?.header.config_hash;
+        if have != want {
+            bail!(
+                "{}: holds a run of different settings (config hash {have}, this variant needs {want}); delete it or use another --out",
+                dir.display()
+            );
+        }
     } else {
-        Some(distill(
-            &config, origin, splits, dir, resume, false, reporter,
-        )?)
-    };
-    let ckpt = Checkpoint::read(&done)?;
-    if report.is_none()
-        && ckpt.header.epochs_done
-            != config.distill.curriculum_epochs().iter().sum::<usize>()
-                + config.train.total_epochs()
-    {
-        bail!(
-            "{}: holds a run with a different schedule; delete it or use another --out",
-            dir.display()
-        );
+        distill(
+            &config,
+            cmp.origin,
+            cmp.training,
+            dir,
+            resume,
+            false,
+            reporter,
+        )?;
     }
+    let ckpt = Checkpoint::read(&done)?;
     let net = ckpt.load_model(&crate::runtime::cpu(), &done)?;
-    reporter.line(format!("evaluating {}", dir.display()));
-    let metrics = evaluate(&net, splits, &ckpt.header.normalization, 500, Some(top_k))?;
+    let norm = &ckpt.header.normalization;
+    let (validation, test) = match cmp.data {
+        CompareData::Plain(s) => {
+            reporter.line(format!("evaluating {} on the test split", dir.display()));
+            (None, Some(evaluate(&net, s, norm, 500, Some(cmp.top_k))?))
+        }
+        CompareData::HeldOut(h) => {
+            reporter.line(format!("evaluating {} on validation", dir.display()));
+            let v = evaluate(&net, &h.for_validation(), norm, 500, Some(cmp.top_k))?;
+            let t = if cmp.test {
+                reporter.line(format!("evaluating {} on the test split", dir.display()));
+                Some(evaluate(&net, &h.for_test(), norm, 500, Some(cmp.top_k))?)
+            } else {
+                None
+            };
+            (Some(v), t)
+        }
+    };
     let arch = &ckpt.header.architecture;
     Ok(CompareRun {
-        method,
-        budget,
-        seed,
+        variant: run.variant.to_string(),
+        label: run.label.clone(),
+        method: run.spec.method,
+        budget: run.budget,
+        seed: run.seed,
         epochs: ckpt.header.epochs_done,
         classifies: config.distill.weights().trains_head(),
-        metrics,
+        validation,
+        test,
         seconds: ckpt.header.history.iter().map(|h| h.seconds).sum(),
         params: arch.trainable_params(),
         macs: arch.macs(),
@@ -234,90 +299,162 @@ fn run_one(
     })
 }
 
-/// Runs every (method, budget, seed) and prints the comparison.
+/// The variant `name`: the config's `[variants.<name>]`, else a built-in.
+fn resolve_variant(config: &DistillConfig, origin: &str, name: &str) -> Result<VariantSpec> {
+    if let Some(v) = config.variants.get(name) {
+        return Ok(v.clone());
+    }
+    VariantSpec::builtin(name, &config.distill).ok_or_else(|| {
+        let mut known: Vec<String> = BUILTIN_VARIANTS.iter().map(|s| s.to_string()).collect();
+        known.extend(config.variants.keys().cloned());
+        anyhow::anyhow!(
+            "--variants {name}: no such variant; expected a built-in or a [variants.<name>] of {origin}: {}",
+            known.join(", ")
+        )
+    })
+}
+
+/// Runs every (variant, budget, seed) and prints the comparison.
 pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
     let mut config = DistillConfig::load(&args.config)?;
     apply_overrides(&mut config, &args.overrides)?;
     let origin = args.config.display().to_string();
     crate::config::validate_name(&origin, "name", &config.name)?;
+    let variants: Vec<(String, VariantSpec)> = args
+        .variants
+        .iter()
+        .map(|n| Ok((n.clone(), resolve_variant(&config, &origin, n)?)))
+        .collect::<Result<_>>()?;
+    if let Some(dup) = args
+        .seeds
+        .iter()
+        .enumerate()
+        .find(|(i, s)| args.seeds[..*i].contains(s))
+    {
+        bail!("--seeds: seed {} is given twice", dup.1);
+    }
+    if args.test && config.validation.is_none() {
+        bail!(
+            "--test: {origin} holds no validation split, so every figure is already on the test split; add [validation] images = N to choose on validation first"
+        );
+    }
     let mut reporter = Reporter::new(global.quiet);
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name).join("compare"));
     let _lock = super::train::lock_run_dir(&out, "compare", &reporter)?;
-    let splits = data::load(&config.data)?;
+    let loaded = data::load(&config.data)?;
+    let cdata = match &config.validation {
+        None => CompareData::Plain(loaded),
+        Some(v) => CompareData::HeldOut(data::split::hold_out(&loaded, v)?),
+    };
+    let training = cdata.training();
     let cmp = Comparison {
         base: &config,
-        splits: &splits,
+        data: &cdata,
+        training: &training,
+        test: args.test,
         top_k: args.top_k,
         origin: &origin,
     };
     let mut runs = Vec::new();
     for &seed in &args.seeds {
-        for &method in &args.methods {
-            let budgets: Vec<Option<CurriculumBudget>> = if method == Method::Indistill {
+        for (name, spec) in &variants {
+            let has_curriculum = spec.method == Method::Indistill
+                && spec.apply(&config.distill).curriculum.iter().sum::<usize>() > 0;
+            let budgets: Vec<Option<CurriculumBudget>> = if has_curriculum {
                 args.budgets.iter().copied().map(Some).collect()
             } else {
                 vec![None]
             };
             for budget in budgets {
-                let label = match budget {
-                    Some(b) => format!("{}-{}", method.name(), serde_plain(b)),
-                    None => method.name().to_string(),
+                let (label, dir_name) = match budget {
+                    Some(b) if args.budgets.len() > 1 => (
+                        format!("{name} ({} budget)", budget_name(b)),
+                        format!("{name}-{}", budget_name(b)),
+                    ),
+                    Some(b) => (name.clone(), format!("{name}-{}", budget_name(b))),
+                    None => (name.clone(), name.clone()),
                 };
                 reporter.line(format!("== {label}, seed {seed}"));
-                let dir = out.join(format!("{label}-seed{seed}"));
-                runs.push(run_one(&cmp, method, budget, seed, &dir, &mut reporter)?);
+                let dir = out.join(format!("{dir_name}-seed{seed}"));
+                let run = RunSpec {
+                    variant: name,
+                    spec,
+                    label,
+                    budget,
+                    seed,
+                };
+                runs.push(run_one(&cmp, &run, &dir, &mut reporter)?);
             }
         }
     }
-    let summary = summarize(&runs);
-    write_json_atomic(
-        &out.join("compare.json"),
-        &serde_json::json!({ "runs": runs, "summary": summary }),
-    )
-    .with_context(|| format!("writing {}", out.join("compare.json").display()))?;
-    let table = render(&summary, &args.seeds);
-    crate::fsutil::write_atomic(&out.join("compare.md"), table.as_bytes())
+    let mut results = Vec::new();
+    for (split, pick) in [
+        (
+            "validation",
+            (|r: &CompareRun| r.validation.as_ref()) as fn(&CompareRun) -> Option<&ModelMetrics>,
+        ),
+        ("test", |r: &CompareRun| r.test.as_ref()),
+    ] {
+        if runs.iter().all(|r| pick(r).is_some()) && !runs.is_empty() {
+            results.push(SplitResult::new(split, &runs, pick, &args.seeds));
+        }
+    }
+    let json = serde_json::json!({
+        "seeds": args.seeds,
+        "validation": config.validation,
+        "runs": runs,
+        "results": results,
+    });
+    write_json_atomic(&out.join("compare.json"), &json)
+        .with_context(|| format!("writing {}", out.join("compare.json").display()))?;
+    let text = render_all(&results, &args.seeds, config.validation.is_some());
+    crate::fsutil::write_atomic(&out.join("compare.md"), text.as_bytes())
         .with_context(|| format!("writing {}", out.join("compare.md").display()))?;
     if global.json {
-        return super::print_json(&serde_json::json!({ "runs": runs, "summary": summary }));
+        return super::print_json(&json);
     }
     if !global.quiet {
-        print!("{table}");
+        print!("{text}");
     }
     Ok(())
 }
 
-fn serde_plain(b: CurriculumBudget) -> &'static str {
+fn budget_name(b: CurriculumBudget) -> &'static str {
     match b {
         CurriculumBudget::Equal => "equal",
         CurriculumBudget::Warmup => "warmup",
-        CurriculumBudget::Control => "control",
     }
 }
 
-/// Mean ± std of one configuration over seeds.
+fn metric(m: &ModelMetrics, i: usize) -> f64 {
+    let ret = |j: usize| m.retrieval.as_ref().map_or(0.0, |r| r[j].map);
+    match i {
+        0 => m.accuracy,
+        1 => ret(0),
+        2 => ret(1),
+        _ => m.retrieval.as_ref().map_or(0.0, |r| r[0].precision_at_k),
+    }
+}
+
+/// One row of a comparison on one split: mean ± std over seeds, and the per-seed values.
 #[derive(Debug, Clone, Serialize)]
 pub struct CompareRow {
-    /// Method and budget label.
+    /// Variant (and budget) label.
     pub label: String,
     /// Seeds averaged.
     pub seeds: usize,
     /// Epochs.
     pub epochs: usize,
-    /// Head trained.
+    /// Head trained (top-1 is meaningful).
     pub classifies: bool,
-    /// (mean, std) of top-1, mAP cosine, mAP L2, precision@k cosine, seconds.
-    pub accuracy: (f64, f64),
-    /// mAP, cosine distance.
-    pub map_cosine: (f64, f64),
-    /// mAP, L2 distance.
-    pub map_l2: (f64, f64),
-    /// Precision of the top k, cosine distance.
-    pub precision_at_k: (f64, f64),
-    /// Training wall time.
+    /// Per metric (top-1, mAP cos, mAP L2, P@k cos): (mean, sample std).
+    pub mean_std: [(f64, f64); 4],
+    /// Per metric, the value of each seed (in the order of `seeds` of the comparison).
+    pub per_seed: [Vec<f64>; 4],
+    /// Training wall time (mean, std).
     pub seconds: (f64, f64),
     /// Trainable parameters.
     pub params: usize,
@@ -327,52 +464,113 @@ pub struct CompareRow {
     pub k: usize,
 }
 
-fn summarize(runs: &[CompareRun]) -> Vec<CompareRow> {
-    let mut labels: Vec<String> = Vec::new();
-    let label_of = |r: &CompareRun| match r.budget {
-        Some(CurriculumBudget::Control) => format!("{} losses, no curriculum", r.method.name()),
-        Some(b) => format!("{} ({} budget)", r.method.name(), serde_plain(b)),
-        None => r.method.name().to_string(),
-    };
-    for r in runs {
-        let l = label_of(r);
-        if !labels.contains(&l) {
-            labels.push(l);
-        }
-    }
-    labels
-        .into_iter()
-        .map(|label| {
-            let rs: Vec<&CompareRun> = runs.iter().filter(|r| label_of(r) == label).collect();
-            let col = |f: &dyn Fn(&CompareRun) -> f64| {
-                mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>())
-            };
-            let ret =
-                |r: &CompareRun, i: usize| r.metrics.retrieval.as_ref().map_or(0.0, |m| m[i].map);
-            CompareRow {
-                label,
-                seeds: rs.len(),
-                epochs: rs[0].epochs,
-                classifies: rs[0].classifies,
-                accuracy: col(&|r| r.metrics.accuracy),
-                map_cosine: col(&|r| ret(r, 0)),
-                map_l2: col(&|r| ret(r, 1)),
-                precision_at_k: col(&|r| {
-                    r.metrics
-                        .retrieval
-                        .as_ref()
-                        .map_or(0.0, |m| m[0].precision_at_k)
-                }),
-                seconds: col(&|r| r.seconds),
-                params: rs[0].params,
-                macs: rs[0].macs,
-                k: rs[0].metrics.retrieval.as_ref().map_or(0, |m| m[0].k),
-            }
-        })
-        .collect()
+/// The paired difference of two rows over the same seeds, per metric (`a - b`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PairRow {
+    /// First label.
+    pub a: String,
+    /// Second label.
+    pub b: String,
+    /// Per metric (top-1, mAP cos, mAP L2, P@k cos); `None` for top-1 when a head is untrained.
+    pub metrics: [Option<PairedDifference>; 4],
 }
 
-fn render(rows: &[CompareRow], seeds: &[u64]) -> String {
+/// Everything reported for one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitResult {
+    /// `validation` or `test`.
+    pub split: String,
+    /// One row per label.
+    pub rows: Vec<CompareRow>,
+    /// Every pair of labels, in row order.
+    pub pairs: Vec<PairRow>,
+}
+
+impl SplitResult {
+    fn new(
+        split: &str,
+        runs: &[CompareRun],
+        pick: fn(&CompareRun) -> Option<&ModelMetrics>,
+        seeds: &[u64],
+    ) -> Self {
+        let mut labels: Vec<&str> = Vec::new();
+        for r in runs {
+            if !labels.contains(&r.label.as_str()) {
+                labels.push(&r.label);
+            }
+        }
+        let of = |label: &str| -> Vec<&CompareRun> {
+            // In the order of the seeds, so rows pair up seed by seed.
+            seeds
+                .iter()
+                .filter_map(|s| runs.iter().find(|r| r.label == label && r.seed == *s))
+                .collect()
+        };
+        let values = |rs: &[&CompareRun], i: usize| -> Vec<f64> {
+            rs.iter()
+                .map(|r| metric(pick(r).expect("checked"), i))
+                .collect()
+        };
+        let rows: Vec<CompareRow> = labels
+            .iter()
+            .map(|label| {
+                let rs = of(label);
+                let per_seed = [0, 1, 2, 3].map(|i| values(&rs, i));
+                CompareRow {
+                    label: label.to_string(),
+                    seeds: rs.len(),
+                    epochs: rs[0].epochs,
+                    classifies: rs[0].classifies,
+                    mean_std: [0, 1, 2, 3].map(|i| mean_std(&per_seed[i])),
+                    per_seed,
+                    seconds: mean_std(&rs.iter().map(|r| r.seconds).collect::<Vec<_>>()),
+                    params: rs[0].params,
+                    macs: rs[0].macs,
+                    k: pick(rs[0])
+                        .and_then(|m| m.retrieval.as_ref())
+                        .map_or(0, |m| m[0].k),
+                }
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for (i, a) in rows.iter().enumerate() {
+            for b in &rows[i + 1..] {
+                let metrics = [0, 1, 2, 3].map(|m| {
+                    (m > 0 || (a.classifies && b.classifies))
+                        .then(|| paired(&a.per_seed[m], &b.per_seed[m]))
+                });
+                pairs.push(PairRow {
+                    a: a.label.clone(),
+                    b: b.label.clone(),
+                    metrics,
+                });
+            }
+        }
+        SplitResult {
+            split: split.to_string(),
+            rows,
+            pairs,
+        }
+    }
+}
+
+fn render_all(results: &[SplitResult], seeds: &[u64], held_out: bool) -> String {
+    let mut out = String::new();
+    for r in results {
+        let heading = match (r.split.as_str(), held_out) {
+            ("validation", _) => "validation split (held out of the training split)",
+            (_, true) => "test split (report once; choices were made on validation)",
+            _ => {
+                "test split (no validation split configured: choices made on these figures are made on the test set)"
+            }
+        };
+        out.push_str(&format!("## {heading}\n\n"));
+        out.push_str(&render(r, seeds));
+    }
+    out
+}
+
+fn render(r: &SplitResult, seeds: &[u64]) -> String {
     let pm = |(m, s): (f64, f64)| {
         if seeds.len() > 1 {
             format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
@@ -380,9 +578,9 @@ fn render(rows: &[CompareRow], seeds: &[u64]) -> String {
             format!("{:.2}", 100.0 * m)
         }
     };
-    let k = rows.first().map_or(100, |r| r.k);
+    let k = r.rows.first().map_or(100, |r| r.k);
     let mut t = Table::new([
-        "method".to_string(),
+        "variant".to_string(),
         "epochs".into(),
         "top-1 %".into(),
         "mAP cos %".into(),
@@ -392,25 +590,25 @@ fn render(rows: &[CompareRow], seeds: &[u64]) -> String {
         "MACs".into(),
         "time s".into(),
     ]);
-    for r in rows {
+    for row in &r.rows {
         t.row([
-            r.label.clone(),
-            r.epochs.to_string(),
-            if r.classifies {
-                pm(r.accuracy)
+            row.label.clone(),
+            row.epochs.to_string(),
+            if row.classifies {
+                pm(row.mean_std[0])
             } else {
                 "n/a (head untrained)".into()
             },
-            pm(r.map_cosine),
-            pm(r.map_l2),
-            pm(r.precision_at_k),
-            r.params.to_string(),
-            r.macs.to_string(),
-            format!("{:.0}", r.seconds.0),
+            pm(row.mean_std[1]),
+            pm(row.mean_std[2]),
+            pm(row.mean_std[3]),
+            row.params.to_string(),
+            row.macs.to_string(),
+            format!("{:.0}", row.seconds.0),
         ]);
     }
-    format!(
-        "{}\nseeds: {:?}; mean{} over seeds. Retrieval: database = train split, queries = test split.\n",
+    let mut text = format!(
+        "{}\nseeds: {:?}; mean{} over seeds. Retrieval: database = the training images, queries = this split.\n",
         t.render(),
         seeds,
         if seeds.len() > 1 {
@@ -418,5 +616,60 @@ fn render(rows: &[CompareRow], seeds: &[u64]) -> String {
         } else {
             ""
         }
-    )
+    );
+    if seeds.len() < 2 {
+        return text + "\n";
+    }
+    // Per-seed values: top-1 (when the head is trained) / mAP cos.
+    let mut head = vec!["variant (top-1 / mAP cos %)".to_string()];
+    head.extend(seeds.iter().map(|s| format!("seed {s}")));
+    let mut ps = Table::new(head);
+    for row in &r.rows {
+        let mut cells = vec![row.label.clone()];
+        for i in 0..row.per_seed[1].len() {
+            let top1 = if row.classifies {
+                format!("{:.2}", 100.0 * row.per_seed[0][i])
+            } else {
+                "-".into()
+            };
+            cells.push(format!("{top1} / {:.2}", 100.0 * row.per_seed[1][i]));
+        }
+        ps.row(cells);
+    }
+    text.push_str(&format!("\n{}", ps.render()));
+    let cell = |p: &Option<PairedDifference>| match p {
+        None => "n/a".to_string(),
+        Some(p) => format!(
+            "{:+.2} [{:+.2}, {:+.2}] {}:{}{}",
+            100.0 * p.mean,
+            100.0 * p.ci_low.unwrap_or(f64::NAN),
+            100.0 * p.ci_high.unwrap_or(f64::NAN),
+            p.a_better,
+            p.b_better,
+            if p.excludes_zero() { " *" } else { "" }
+        ),
+    };
+    let mut pt = Table::new([
+        "A - B".to_string(),
+        "Δ top-1".into(),
+        "Δ mAP cos".into(),
+        "Δ mAP L2".into(),
+        format!("Δ P@{k} cos"),
+    ]);
+    for p in &r.pairs {
+        pt.row([
+            format!("{} - {}", p.a, p.b),
+            cell(&p.metrics[0]),
+            cell(&p.metrics[1]),
+            cell(&p.metrics[2]),
+            cell(&p.metrics[3]),
+        ]);
+    }
+    text.push_str(&format!(
+        "\nPaired differences over the {} seeds, percentage points: mean [95 % CI, Student's t, n - 1 = {} df] seeds favouring A:B; * = the interval excludes 0.\n{}\n",
+        seeds.len(),
+        seeds.len() - 1,
+        pt.render()
+    ));
+    text
 }

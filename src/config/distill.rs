@@ -137,3 +137,151 @@ pub enum PktKernel {
     #[default]
     Combined,
 }
+
+/// One named configuration of the student's training, compared side by side by
+/// `distill-edge compare` (`[variants.<name>]` in a distill config, or a built-in name).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct VariantSpec {
+    /// Method.
+    pub method: Method,
+    /// Main-phase loss weights (default: as for the built-in variant of that method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<LossWeights>,
+    /// Curriculum epochs per block (InDistill only; default: `[distill] curriculum`; all zeros
+    /// = no curriculum).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub curriculum: Option<Vec<usize>>,
+}
+
+/// Names of the built-in variants, in the order `compare` runs them by default.
+pub const BUILTIN_VARIANTS: [&str; 6] = [
+    "none",
+    "pkt",
+    "kd",
+    "indistill",
+    "indistill-reference",
+    "no-curriculum",
+];
+
+impl VariantSpec {
+    /// The built-in variant `name` for a config whose `[distill]` section is `d`:
+    ///
+    /// - `none`, `pkt`, `kd`, `indistill`: that method, with the configured `[distill] weights`
+    ///   when `[distill] method` is that method (each method keeps its own configured
+    ///   weights), otherwise the method's defaults;
+    /// - `indistill-reference`: the public reference: the curriculum, then PKT alone (the
+    ///   head is never trained);
+    /// - `no-curriculum`: the control: `indistill`'s main-phase losses without the curriculum.
+    pub fn builtin(name: &str, d: &DistillSettings) -> Option<VariantSpec> {
+        let own = |m: Method| VariantSpec {
+            method: m,
+            weights: Some(if d.method == m {
+                d.weights()
+            } else {
+                m.default_weights()
+            }),
+            curriculum: None,
+        };
+        Some(match name {
+            "none" => own(Method::None),
+            "pkt" => own(Method::Pkt),
+            "kd" => own(Method::Kd),
+            "indistill" => own(Method::Indistill),
+            "indistill-reference" => VariantSpec {
+                method: Method::Indistill,
+                weights: Some(LossWeights {
+                    pkt: 1.0,
+                    kd: 0.0,
+                    ce: 0.0,
+                }),
+                curriculum: None,
+            },
+            "no-curriculum" => VariantSpec {
+                curriculum: Some(vec![0; d.curriculum.len()]),
+                ..own(Method::Indistill)
+            },
+            _ => return None,
+        })
+    }
+
+    /// The `[distill]` settings of a run of this variant: `base` with the method, weights
+    /// and curriculum replaced.
+    pub fn apply(&self, base: &DistillSettings) -> DistillSettings {
+        let mut d = base.clone();
+        d.method = self.method;
+        d.weights = Some(
+            self.weights
+                .clone()
+                .unwrap_or_else(|| self.method.default_weights()),
+        );
+        if let Some(c) = &self.curriculum {
+            d.curriculum = c.clone();
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(method: Method, weights: Option<LossWeights>) -> DistillSettings {
+        DistillSettings {
+            method,
+            curriculum: vec![1, 2, 3],
+            curriculum_lr: None,
+            weights,
+            temperature: 4.0,
+            kernel: PktKernel::default(),
+            reset_optimizer_each_epoch: false,
+        }
+    }
+
+    #[test]
+    fn each_method_keeps_its_own_configured_weights() {
+        let mine = LossWeights {
+            pkt: 1.0,
+            kd: 0.0,
+            ce: 0.0,
+        };
+        let d = settings(Method::Indistill, Some(mine.clone()));
+        let ind = VariantSpec::builtin("indistill", &d).unwrap().apply(&d);
+        assert_eq!(ind.weights, Some(mine.clone()));
+        assert_eq!(ind.curriculum, [1, 2, 3]);
+        // The other methods are not given InDistill's weights, nor do they lose theirs.
+        let kd = VariantSpec::builtin("kd", &d).unwrap().apply(&d);
+        assert_eq!(kd.weights, Some(Method::Kd.default_weights()));
+        let d_kd = settings(
+            Method::Kd,
+            Some(LossWeights {
+                pkt: 0.0,
+                kd: 0.5,
+                ce: 0.5,
+            }),
+        );
+        let kd = VariantSpec::builtin("kd", &d_kd).unwrap().apply(&d_kd);
+        assert_eq!(kd.weights.unwrap().kd, 0.5);
+        let ind = VariantSpec::builtin("indistill", &d_kd)
+            .unwrap()
+            .apply(&d_kd);
+        assert_eq!(ind.weights, Some(Method::Indistill.default_weights()));
+    }
+
+    #[test]
+    fn the_reference_and_the_control() {
+        let d = settings(Method::Indistill, None);
+        let r = VariantSpec::builtin("indistill-reference", &d)
+            .unwrap()
+            .apply(&d);
+        assert!(!r.weights().trains_head());
+        assert_eq!(r.curriculum, [1, 2, 3]);
+        let c = VariantSpec::builtin("no-curriculum", &d).unwrap().apply(&d);
+        assert_eq!(c.curriculum, [0, 0, 0]);
+        assert_eq!(c.weights(), Method::Indistill.default_weights());
+        assert!(VariantSpec::builtin("turbo", &d).is_none());
+        for name in BUILTIN_VARIANTS {
+            assert!(VariantSpec::builtin(name, &d).is_some(), "{name}");
+        }
+    }
+}

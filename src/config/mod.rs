@@ -2,14 +2,17 @@
 //! merged over them. The resolved config is saved beside every artifact and its hash identifies
 //! the artifact, so a resume or a later stage can tell whether it still fits.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub mod distill;
 
+use crate::config::distill::VariantSpec;
 use crate::data::DataSource;
 use crate::data::prep::Augment;
+use crate::data::split::ValidationSplit;
 use crate::fsutil::sha256_hex;
 pub use distill::DistillSettings;
 
@@ -505,6 +508,34 @@ pub struct DistillConfig {
     pub train: TrainSettings,
     /// Method and its settings.
     pub distill: DistillSettings,
+    /// Hold training images out as a validation split: training and the per-epoch pass use
+    /// the rest; `compare` reports on it and on the test split only with `--test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSplit>,
+    /// Named variants for `distill-edge compare` (`[variants.<name>]`), next to the
+    /// built-in ones (`config::distill::BUILTIN_VARIANTS`); a name of a built-in replaces it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, VariantSpec>,
+}
+
+/// Loss weights must be finite, non-negative, and not all zero.
+fn check_weights(
+    d: &DistillSettings,
+    bad: &dyn Fn(&str, String) -> ConfigError,
+    field: &str,
+) -> Result<(), ConfigError> {
+    let w = d.weights();
+    if [w.pkt, w.kd, w.ce]
+        .iter()
+        .any(|v| !(v.is_finite() && *v >= 0.0))
+        || w.pkt + w.kd + w.ce <= 0.0
+    {
+        return Err(bad(
+            field,
+            "expected non-negative weights, at least one > 0".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl DistillConfig {
@@ -541,16 +572,7 @@ impl DistillConfig {
         }
         let d = &self.distill;
         let w = d.weights();
-        if [w.pkt, w.kd, w.ce]
-            .iter()
-            .any(|v| !(v.is_finite() && *v >= 0.0))
-            || w.pkt + w.kd + w.ce <= 0.0
-        {
-            return Err(bad(
-                "distill.weights",
-                "expected non-negative weights, at least one > 0".into(),
-            ));
-        }
+        check_weights(d, &bad, "distill.weights")?;
         if !(d.temperature.is_finite() && d.temperature > 0.0) {
             return Err(bad(
                 "distill.temperature",
@@ -584,6 +606,31 @@ impl DistillConfig {
                     d.method.name()
                 ),
             ));
+        }
+        if let Some(v) = &self.validation
+            && v.images == 0
+        {
+            return Err(bad(
+                "validation.images",
+                "expected a positive number of training images to hold out".into(),
+            ));
+        }
+        for (name, v) in &self.variants {
+            validate_name(origin, &format!("variants.{name}"), name)?;
+            let field = format!("variants.{name}");
+            let settings = v.apply(d);
+            check_weights(&settings, &bad, &format!("{field}.weights"))?;
+            if let Some(c) = &v.curriculum
+                && c.len() != student_blocks
+            {
+                return Err(bad(
+                    &format!("{field}.curriculum"),
+                    format!(
+                        "expected {student_blocks} entries (one per conv block of the student), found {}",
+                        c.len()
+                    ),
+                ));
+            }
         }
         Ok(())
     }

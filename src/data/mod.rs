@@ -9,6 +9,7 @@ pub mod cifar;
 pub mod folder;
 pub mod idx;
 pub mod prep;
+pub mod split;
 pub mod synthetic;
 
 use std::fmt;

@@ -6,4 +6,5 @@
 
 pub mod classification;
 pub mod latency;
+pub mod paired;
 pub mod retrieval;

@@ -142,6 +142,41 @@ pub enum DistillError {
     Mismatch(String),
 }
 
+/// The identity of a distillation run (the `config_hash` of its checkpoints): its config and
+/// the exact teacher/init weights it learns from (their files' SHA-256).
+fn identity_hash(
+    config: &crate::config::DistillConfig,
+    teacher: Option<&str>,
+    init: Option<&str>,
+) -> String {
+    let identity = format!(
+        "{}:{}:{}",
+        config.hash(),
+        teacher.unwrap_or(""),
+        init.unwrap_or("")
+    );
+    crate::fsutil::sha256_hex(identity.as_bytes())[..16].to_string()
+}
+
+/// The `config_hash` a finished or partial run of `config` carries in its checkpoints, so a
+/// caller can tell whether a run directory holds exactly this run before reusing it.
+pub fn run_identity(config: &crate::config::DistillConfig) -> Result<String, DistillError> {
+    let digest = |p: &Option<std::path::PathBuf>| -> Result<Option<String>, DistillError> {
+        p.as_deref()
+            .map(|path| {
+                crate::fsutil::sha256_file(path).map_err(|source| {
+                    DistillError::from(super::TrainError::Io {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                })
+            })
+            .transpose()
+    };
+    let (t, i) = (digest(&config.teacher)?, digest(&config.init)?);
+    Ok(identity_hash(config, t.as_deref(), i.as_deref()))
+}
+
 /// Runs the distillation `config` describes into `out_dir`.
 pub fn distill(
     config: &crate::config::DistillConfig,
@@ -221,14 +256,11 @@ pub fn distill(
             arch.spec.name
         )));
     }
-    // The run is identified by its config and the exact teacher/init weights it learns from.
-    let identity = format!(
-        "{}:{}:{}",
-        config.hash(),
-        teacher.as_ref().map_or("", |t| t.2.as_str()),
-        init.as_ref().map_or("", |t| t.2.as_str())
+    let hash = identity_hash(
+        config,
+        teacher.as_ref().map(|t| t.2.as_str()),
+        init.as_ref().map(|t| t.2.as_str()),
     );
-    let hash = crate::fsutil::sha256_hex(identity.as_bytes())[..16].to_string();
     let objective = Distillation {
         settings: &config.distill,
         main: &config.train,

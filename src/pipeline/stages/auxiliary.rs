@@ -116,6 +116,8 @@ impl Stage for Auxiliary {
                 .then(|| ctx.dir(BASELINE).join(MODEL_FILE)),
             train: a.train.clone(),
             distill: a.distill.clone(),
+            validation: None,
+            variants: Default::default(),
         };
         distill_stage(&dc, dir, &splits, reporter)?;
         write_eval(

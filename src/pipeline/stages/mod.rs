@@ -61,6 +61,8 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             init: None,
             train: config.student.train.clone(),
             distill: config.student.distill.clone(),
+            validation: None,
+            variants: Default::default(),
         },
     };
     let baselines = baselines::baselines(&student, &config.student.baselines);
