@@ -444,7 +444,7 @@ pub struct BuildArgs {
     /// `[data]` gives the test shard.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Profile of the pipeline config, e.g. `quick` or `paper` (default: the base values).
+    /// Profile of the pipeline config, e.g. `quick` or `reference` (default: the base values).
     #[arg(long, value_name = "NAME")]
     pub profile: Option<String>,
     /// Rerun this stage and every stage after it.

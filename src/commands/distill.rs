@@ -227,6 +227,9 @@ fn run_one(
     let mut config = cmp.base.clone();
     config.seed = run.seed;
     config.distill = run.spec.apply(&cmp.base.distill);
+    if let Some(schedule) = &run.spec.schedule {
+        config.train.schedule = schedule.clone();
+    }
     // A run's identity is its own settings, not the list of variants beside it.
     config.variants.clear();
     // The curriculum runs at the main schedule's first rate, whatever the budget does to it.

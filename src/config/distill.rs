@@ -152,6 +152,10 @@ pub struct VariantSpec {
     /// = no curriculum).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub curriculum: Option<Vec<usize>>,
+    /// Main-phase schedule of this variant (default: `[train] schedule`), e.g. the reference
+    /// protocol's student alone at 50 epochs of 1e-3 and 30 of 1e-4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Vec<super::LrStage>>,
 }
 
 /// Names of the built-in variants, in the order `compare` runs them by default.
@@ -182,6 +186,7 @@ impl VariantSpec {
                 m.default_weights()
             }),
             curriculum: None,
+            schedule: None,
         };
         Some(match name {
             "none" => own(Method::None),
@@ -196,6 +201,7 @@ impl VariantSpec {
                     ce: 0.0,
                 }),
                 curriculum: None,
+                schedule: None,
             },
             "no-curriculum" => VariantSpec {
                 curriculum: Some(vec![0; d.curriculum.len()]),

@@ -620,6 +620,11 @@ impl DistillConfig {
             let field = format!("variants.{name}");
             let settings = v.apply(d);
             check_weights(&settings, &bad, &format!("{field}.weights"))?;
+            if let Some(schedule) = &v.schedule {
+                let mut train = self.train.clone();
+                train.schedule = schedule.clone();
+                train.validate(origin, &field)?;
+            }
             if let Some(c) = &v.curriculum
                 && c.len() != student_blocks
             {

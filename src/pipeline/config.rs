@@ -58,9 +58,14 @@ pub struct StudentSection {
     pub train: TrainSettings,
     /// Method (InDistill) and its settings.
     pub distill: DistillSettings,
-    /// Baselines trained with the same schedule for the report (e.g. `["none"]`).
+    /// Baselines trained for the report (e.g. `["none"]`), with the student's main schedule
+    /// unless `baselines-train` gives theirs.
     #[serde(default)]
     pub baselines: Vec<Method>,
+    /// The baselines' own schedule (e.g. the reference protocol's student alone: 50 epochs at
+    /// 1e-3, 30 at 1e-4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baselines_train: Option<TrainSettings>,
 }
 
 /// Export options.
@@ -273,6 +278,9 @@ impl PipelineConfig {
             }
         }
         self.student.train.validate(origin, "student.train")?;
+        if let Some(b) = &self.student.baselines_train {
+            b.validate(origin, "student.baselines-train")?;
+        }
         // Settings that depend on the image size, where the data source fixes it.
         if let Some((h, w)) = crate::config::image_size(&self.data) {
             let mut schedules = vec![(&self.teacher.train, "teacher.train")];
@@ -283,6 +291,9 @@ impl PipelineConfig {
                 }
             }
             schedules.push((&self.student.train, "student.train"));
+            if let Some(b) = &self.student.baselines_train {
+                schedules.push((b, "student.baselines-train"));
+            }
             for (settings, field) in schedules {
                 settings.validate_for_images(origin, field, h, w)?;
             }
@@ -311,18 +322,28 @@ mod tests {
         for file in ["fashion-mnist.toml", "cifar10.toml"] {
             let (base, profiles) = PipelineConfig::load(&shipped(file), None).unwrap();
             assert!(profiles.contains(&"quick".to_string()), "{file}");
-            assert!(profiles.contains(&"paper".to_string()), "{file}");
+            assert!(profiles.contains(&"reference".to_string()), "{file}");
             for p in &profiles {
                 let (c, _) = PipelineConfig::load(&shipped(file), Some(p)).unwrap();
                 assert_eq!(c.name, base.name);
             }
+            // The public reference protocol, item by item.
+            let (r, _) = PipelineConfig::load(&shipped(file), Some("reference")).unwrap();
+            assert_eq!(r.teacher.train.total_epochs(), 80, "{file}");
+            let aux = r.auxiliary.as_ref().unwrap();
+            assert_eq!(aux.init, AuxInit::Baseline);
+            assert_eq!(aux.baseline.as_ref().unwrap().total_epochs(), 80);
+            assert_eq!(aux.train.total_epochs(), 50);
+            assert!(!aux.distill.weights().trains_head());
+            let s = &r.student;
+            assert_eq!(s.distill.curriculum, [3, 4, 5]);
+            // The curriculum counts inside the 70 epochs.
+            assert_eq!(s.train.total_epochs() + 12, 70);
+            assert_eq!(s.train.lr_at(1), 1e-3);
+            assert!(!s.distill.weights().trains_head(), "PKT alone after the curriculum");
+            assert!(s.distill.reset_optimizer_each_epoch);
+            assert_eq!(s.baselines_train.as_ref().unwrap().total_epochs(), 80);
         }
-        let (paper, _) =
-            PipelineConfig::load(&shipped("fashion-mnist.toml"), Some("paper")).unwrap();
-        assert_eq!(paper.teacher.train.total_epochs(), 80);
-        assert_eq!(paper.auxiliary.as_ref().unwrap().train.total_epochs(), 50);
-        assert_eq!(paper.student.distill.curriculum, [3, 4, 5]);
-        assert_eq!(paper.student.train.total_epochs(), 70);
     }
 
     #[test]

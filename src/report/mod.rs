@@ -33,7 +33,7 @@ pub use terminal::summary;
 pub struct ReportInput {
     /// Run name.
     pub name: String,
-    /// Profile: `quick`, `paper` or a custom one.
+    /// Profile: `quick`, `reference` or a custom one.
     pub profile: String,
     /// When the run finished, formatted by the caller (e.g. `2026-11-28 13:10 UTC`).
     pub created: String,

@@ -65,7 +65,11 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             variants: Default::default(),
         },
     };
-    let baselines = baselines::baselines(&student, &config.student.baselines);
+    let baselines = baselines::baselines(
+        &student,
+        &config.student.baselines,
+        config.student.baselines_train.as_ref(),
+    );
     stages.push(Box::new(student));
     for b in baselines {
         stages.push(Box::new(b));
