@@ -67,7 +67,17 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name).join("train"));
     let _lock = lock_run_dir(&out, "train", &reporter)?;
     reporter.line(format!("loading {} data", config.data.name()));
-    let splits = data::load(&config.data)?;
+    let loaded = data::load(&config.data)?;
+    let splits = match &config.validation {
+        None => loaded,
+        Some(v) => {
+            reporter.line(format!(
+                "holding {} training images out for validation (seed {}); the per-epoch and final figures are on them",
+                v.images, v.seed
+            ));
+            data::split::hold_out(&loaded, v)?.for_validation()
+        }
+    };
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     arch.check_memory(config.train.batch_size)?;
     reporter.line(format!(
@@ -108,7 +118,12 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if global.json {
         super::print_json(&report)?;
     } else if !global.quiet {
-        let mut t = Table::new(["model", "params", "MACs", "epochs", "test top-1", "time"]);
+        let split = if config.validation.is_some() {
+            "validation top-1"
+        } else {
+            "test top-1"
+        };
+        let mut t = Table::new(["model", "params", "MACs", "epochs", split, "time"]);
         t.row([
             arch.spec.name.clone(),
             report.params.to_string(),

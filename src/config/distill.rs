@@ -156,6 +156,9 @@ pub struct VariantSpec {
     /// protocol's student alone at 50 epochs of 1e-3 and 30 of 1e-4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Vec<super::LrStage>>,
+    /// Re-create Adam every epoch (default: `[distill] reset-optimizer-each-epoch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_optimizer_each_epoch: Option<bool>,
 }
 
 /// Names of the built-in variants, in the order `compare` runs them by default.
@@ -187,6 +190,7 @@ impl VariantSpec {
             }),
             curriculum: None,
             schedule: None,
+            reset_optimizer_each_epoch: None,
         };
         Some(match name {
             "none" => own(Method::None),
@@ -202,6 +206,7 @@ impl VariantSpec {
                 }),
                 curriculum: None,
                 schedule: None,
+                reset_optimizer_each_epoch: None,
             },
             "no-curriculum" => VariantSpec {
                 curriculum: Some(vec![0; d.curriculum.len()]),
@@ -223,6 +228,9 @@ impl VariantSpec {
         );
         if let Some(c) = &self.curriculum {
             d.curriculum = c.clone();
+        }
+        if let Some(r) = self.reset_optimizer_each_epoch {
+            d.reset_optimizer_each_epoch = r;
         }
         d
     }

@@ -242,6 +242,10 @@ pub struct TrainConfig {
     pub data: DataSource,
     /// Schedule and optimizer.
     pub train: TrainSettings,
+    /// Hold training images out as a validation split (the same `images` and `seed` as the
+    /// distillation configs that learn from this network, so no stage trains on them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationSplit>,
 }
 
 impl TrainConfig {
@@ -388,6 +392,50 @@ schedule = [{ epochs = 3, lr = 1e-3 }, { epochs = 1, lr = 1e-4 }]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shipped_train_and_distill_configs_parse_and_validate() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let files = |dir: &str| {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+                .collect();
+            v.sort();
+            v
+        };
+        let train = files("train");
+        assert!(train.len() >= 4, "{train:?}");
+        for f in &train {
+            let c = TrainConfig::load(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            c.validate(&f.display().to_string()).unwrap();
+        }
+        let distill = files("distill");
+        assert!(distill.len() >= 4, "{distill:?}");
+        for f in &distill {
+            let c = DistillConfig::load(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            // Every shipped student and auxiliary has three conv blocks.
+            c.validate(&f.display().to_string(), 3).unwrap();
+        }
+        // The reference config: the curriculum inside 70 epochs, Adam per epoch, the student
+        // alone on its own 50 + 30 schedule with Adam kept, and a validation split.
+        let r = DistillConfig::load(&root.join("distill/fashion-mnist-reference.toml")).unwrap();
+        assert_eq!(r.train.total_epochs(), 70);
+        assert!(r.distill.reset_optimizer_each_epoch);
+        assert_eq!(r.validation.as_ref().unwrap().images, 10_000);
+        let none = &r.variants["none"];
+        assert_eq!(
+            none.schedule
+                .as_ref()
+                .unwrap()
+                .iter()
+                .map(|s| s.epochs)
+                .sum::<usize>(),
+            80
+        );
+        assert!(!none.apply(&r.distill).reset_optimizer_each_epoch);
+    }
 
     #[test]
     fn names_are_checked_in_one_place() {

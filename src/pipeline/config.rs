@@ -340,7 +340,10 @@ mod tests {
             // The curriculum counts inside the 70 epochs.
             assert_eq!(s.train.total_epochs() + 12, 70);
             assert_eq!(s.train.lr_at(1), 1e-3);
-            assert!(!s.distill.weights().trains_head(), "PKT alone after the curriculum");
+            assert!(
+                !s.distill.weights().trains_head(),
+                "PKT alone after the curriculum"
+            );
             assert!(s.distill.reset_optimizer_each_epoch);
             assert_eq!(s.baselines_train.as_ref().unwrap().total_epochs(), 80);
         }
