@@ -289,7 +289,8 @@ impl TrainConfig {
 /// any file (the IDX sets are 28x28, the CIFAR sets 32x32).
 pub fn image_size(data: &DataSource) -> Option<(usize, usize)> {
     match data {
-        DataSource::FashionMnist { .. } | DataSource::Mnist { .. } => Some((28, 28)),
+        DataSource::FashionMnist { pad, .. } => Some((28 + 2 * pad, 28 + 2 * pad)),
+        DataSource::Mnist { .. } => Some((28, 28)),
         DataSource::Cifar10 { .. } | DataSource::Cifar100 { .. } => Some((32, 32)),
         DataSource::Folder { height, width, .. } | DataSource::Synthetic { height, width, .. } => {
             Some((*height, *width))
@@ -459,7 +460,7 @@ mod tests {
     #[test]
     fn crop_padding_of_1000_is_rejected_for_28x28_images() {
         let mut c = TrainConfig::default_synthetic();
-        c.data = DataSource::FashionMnist { path: None };
+        c.data = DataSource::FashionMnist { path: None, pad: 0 };
         c.train.augment.crop_padding = 1000;
         let err = c.validate("x.toml").unwrap_err().to_string();
         assert!(

@@ -408,6 +408,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = DataSource::FashionMnist {
             path: Some(dir.path().to_path_buf()),
+            pad: 0,
         };
         let msg = err_of(load(&src));
         assert!(
@@ -608,7 +609,7 @@ mod tests {
             );
             return;
         }
-        let s = load(&DataSource::FashionMnist { path: None }).unwrap();
+        let s = load(&DataSource::FashionMnist { path: None, pad: 0 }).unwrap();
         assert_eq!(s.train.len(), 60_000);
         assert_eq!(s.test.len(), 10_000);
         assert_eq!(s.train.shape, ImageShape::new(1, 28, 28));
@@ -618,5 +619,18 @@ mod tests {
         assert_eq!(s.test.class_counts(), vec![1000; 10]);
         s.train.validate().unwrap();
         s.test.validate().unwrap();
+        // `pad = 2`: the reference geometry, 32x32, the same pixels in the middle.
+        let p = load(&DataSource::FashionMnist { path: None, pad: 2 }).unwrap();
+        assert_eq!(p.test.shape, ImageShape::new(1, 32, 32));
+        assert_eq!(
+            p.test.image(7)[2 * 32 + 2..2 * 32 + 30],
+            s.test.image(7)[..28]
+        );
+        assert_eq!(
+            crate::config::image_size(
+                &toml::from_str("kind = \"fashion-mnist\"\npad = 2").unwrap()
+            ),
+            Some((32, 32))
+        );
     }
 }

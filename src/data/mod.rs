@@ -150,6 +150,30 @@ impl Dataset {
         }
     }
 
+    /// The same images with `pad` zero pixels added on every side of every channel.
+    pub fn padded(&self, pad: usize) -> Dataset {
+        let (c, h, w) = (self.shape.channels, self.shape.height, self.shape.width);
+        let shape = ImageShape::new(c, h + 2 * pad, w + 2 * pad);
+        let mut images = vec![0u8; self.len() * shape.len()];
+        for (i, out) in images.chunks_exact_mut(shape.len()).enumerate() {
+            let src = self.image(i);
+            for ch in 0..c {
+                for y in 0..h {
+                    let from = (ch * h + y) * w;
+                    let to = (ch * shape.height + y + pad) * shape.width + pad;
+                    out[to..to + w].copy_from_slice(&src[from..from + w]);
+                }
+            }
+        }
+        Dataset {
+            name: self.name.clone(),
+            shape,
+            images,
+            labels: self.labels.clone(),
+            classes: self.classes.clone(),
+        }
+    }
+
     /// Number of images of each class, indexed by label (length `classes.len()`).
     pub fn class_counts(&self) -> Vec<usize> {
         let mut counts = vec![0; self.classes.len()];
@@ -318,6 +342,10 @@ pub enum DataSource {
         /// Folder holding the four IDX files (gzipped or raw).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         path: Option<PathBuf>,
+        /// Zero pixels added on every side: `pad = 2` gives 32x32 images, the input size the
+        /// InDistill reference's layer sizes imply.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        pad: usize,
     },
     /// IDX files of MNIST (same file names as Fashion-MNIST); classes "0".."9".
     Mnist {
@@ -383,6 +411,10 @@ pub enum DataSource {
     },
 }
 
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
 impl DataSource {
     /// The `kind` of the source as written in the config, e.g. `fashion-mnist`.
     pub fn name(&self) -> &'static str {
@@ -400,12 +432,12 @@ impl DataSource {
     pub fn relative_to(&self, base: &Path) -> Self {
         let mut out = self.clone();
         let path = match &mut out {
-            DataSource::FashionMnist { path: Some(p) }
+            DataSource::FashionMnist { path: Some(p), .. }
             | DataSource::Mnist { path: p }
             | DataSource::Cifar10 { path: p }
             | DataSource::Cifar100 { path: p, .. }
             | DataSource::Folder { path: p, .. } => Some(p),
-            DataSource::FashionMnist { path: None } | DataSource::Synthetic { .. } => None,
+            DataSource::FashionMnist { path: None, .. } | DataSource::Synthetic { .. } => None,
         };
         if let Some(p) = path
             && p.is_relative()
@@ -425,16 +457,24 @@ impl DataSource {
 /// files or by the source's own parameters; the caller checks it fits the model.
 pub fn load(source: &DataSource) -> Result<Splits, DataError> {
     let splits = match source {
-        DataSource::FashionMnist { path } => {
+        DataSource::FashionMnist { path, pad } => {
             let dir = path
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(FASHION_MNIST_DIR));
-            idx::load_dir(
+            let s = idx::load_dir(
                 &dir,
                 source.name(),
                 &FASHION_MNIST_CLASSES.map(String::from),
                 idx::FASHION_MNIST_HINT,
-            )?
+            )?;
+            if *pad > 0 {
+                Splits {
+                    train: s.train.padded(*pad),
+                    test: s.test.padded(*pad),
+                }
+            } else {
+                s
+            }
         }
         DataSource::Mnist { path } => idx::load_dir(
             path,
@@ -462,6 +502,26 @@ pub fn load(source: &DataSource) -> Result<Splits, DataError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_adds_zero_borders_around_every_channel() {
+        let ds = Dataset {
+            name: "t".into(),
+            shape: ImageShape::new(2, 1, 2),
+            images: vec![1, 2, 3, 4, 5, 6, 7, 8],
+            labels: vec![0, 1],
+            classes: vec!["a".into(), "b".into()],
+        };
+        let p = ds.padded(1);
+        assert_eq!(p.shape, ImageShape::new(2, 3, 4));
+        #[rustfmt::skip]
+        assert_eq!(p.image(1), [
+            0, 0, 0, 0,  0, 5, 6, 0,  0, 0, 0, 0,
+            0, 0, 0, 0,  0, 7, 8, 0,  0, 0, 0, 0,
+        ]);
+        assert_eq!(p.labels, ds.labels);
+        p.validate().unwrap();
+    }
 
     fn tiny() -> Dataset {
         Dataset {
@@ -526,7 +586,7 @@ mod tests {
         let parse = |s: &str| toml::from_str::<Config>(s).map(|c| c.data);
 
         let fm = parse("[data]\nkind = \"fashion-mnist\"\n").unwrap();
-        assert_eq!(fm, DataSource::FashionMnist { path: None });
+        assert_eq!(fm, DataSource::FashionMnist { path: None, pad: 0 });
         assert_eq!(fm.name(), "fashion-mnist");
 
         let c100 =

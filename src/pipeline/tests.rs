@@ -94,7 +94,7 @@ impl Bench {
         let tmp = tempfile::tempdir().unwrap();
         let ctx = Context::new(
             tmp.path().join("run"),
-            DataSource::FashionMnist { path: None },
+            DataSource::FashionMnist { path: None, pad: 0 },
             true,
             false,
         );
