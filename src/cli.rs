@@ -226,6 +226,51 @@ pub struct ExportArgs {
     pub data: DataArgs,
 }
 
+/// How to feed a model that distill-edge did not write (each flag overrides `--preprocess`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PreprocessArgs {
+    /// Preprocessing TOML: input-size, mean, std, channel-order, logits-output (see README).
+    #[arg(long, value_name = "FILE")]
+    pub preprocess: Option<PathBuf>,
+    /// Input image size when the model's is symbolic, e.g. `3x224x224`.
+    #[arg(long, value_name = "CxHxW")]
+    pub input_size: Option<String>,
+    /// Per-channel mean of pixels scaled to [0, 1], in the model's channel order.
+    #[arg(long, value_delimiter = ',', value_name = "M,...")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation, in the model's channel order.
+    #[arg(long, value_delimiter = ',', value_name = "S,...")]
+    pub std: Option<Vec<f32>>,
+    /// Channel order of the model's input: rgb (default) or bgr.
+    #[arg(long, value_name = "ORDER")]
+    pub channel_order: Option<crate::infer::preprocess::ChannelOrder>,
+    /// The output holding the logits: its name or index (default `logits`, else the first).
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub logits_output: Option<String>,
+    /// Use N seeded random inputs instead of a labelled dataset: latency, memory, profile and
+    /// output parity only, no accuracy (the default for a model without distill-edge metadata
+    /// when no dataset is given).
+    #[arg(long, value_name = "N")]
+    pub random_inputs: Option<usize>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub input_seed: u64,
+}
+
+impl PreprocessArgs {
+    /// The overrides these flags give.
+    pub fn overrides(&self) -> crate::infer::preprocess::PreprocessOverrides {
+        crate::infer::preprocess::PreprocessOverrides {
+            file: self.preprocess.clone(),
+            input_size: self.input_size.clone(),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            channel_order: self.channel_order,
+            logits_output: self.logits_output.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The ONNX model to check.
@@ -249,9 +294,15 @@ pub struct CheckArgs {
     /// Timed runs per batch size (after the warm-up).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub runs: usize,
-    /// Untimed warm-up runs per batch size.
+    /// Untimed warm-up runs per batch size (at least; see --warmup-seconds).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub warmup: usize,
+    /// The warm-up also lasts at least this many seconds.
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub warmup_seconds: f64,
+    /// Timed runs also last at least this many seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub seconds: f64,
     /// Fail when an engine's top-1 is more than this many percentage points below burn's
     /// (needs --checkpoint).
     #[arg(long, value_name = "POINTS")]
@@ -259,6 +310,8 @@ pub struct CheckArgs {
     /// Test images to use (default: all).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
 }
 
 /// Overrides shared by `distill` and `compare`.
@@ -474,15 +527,23 @@ pub struct BuildArgs {
     /// Bundle only: timed runs per batch size on the device.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub runs: usize,
-    /// Latency: untimed warm-up runs.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    /// Latency: untimed warm-up runs (at least; see --warmup-seconds).
+    #[arg(long, default_value_t = 10, value_name = "N")]
     pub warmup: usize,
+    /// Latency: the warm-up also lasts at least this many seconds.
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub warmup_seconds: f64,
+    /// Bundle only: timed runs also last at least this many seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub seconds: f64,
     /// Latency: batch sizes.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8], value_name = "N,...")]
     pub batches: Vec<usize>,
     /// Threads of tract's kernels on the device.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub device_threads: usize,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
 }
 
 #[derive(Debug, Args)]
@@ -512,6 +573,19 @@ pub struct BenchArgs {
     /// Threads of tract's kernels on the device (default: the bundle's).
     #[arg(long, value_name = "N")]
     pub device_threads: Option<usize>,
+    /// Timed runs also last at least this many seconds (default: the bundle's).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<f64>,
+    /// Untimed warm-up runs, at least (default: the bundle's).
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<usize>,
+    /// The warm-up also lasts at least this many seconds (default: the bundle's).
+    #[arg(long, value_name = "S")]
+    pub warmup_seconds: Option<f64>,
+    /// Also profile the batch-1 plan per node with tract (top ops shown, all in the JSON) and
+    /// time batch 1 with a fresh tract state per run against one reused state.
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[cfg(test)]

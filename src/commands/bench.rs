@@ -40,7 +40,10 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         &RunnerOverrides {
             runs: args.runs,
             threads: args.device_threads,
-            seconds: None,
+            seconds: args.seconds,
+            warmup: args.warmup,
+            warmup_seconds: args.warmup_seconds,
+            profile: args.profile,
         },
         Duration::from_secs(args.timeout),
     )?;
@@ -51,6 +54,80 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     }
     report.verdict()?;
     Ok(())
+}
+
+/// Ops shown per model in the terminal (all of them are in the JSON).
+const TOP_OPS: usize = 8;
+
+/// Load, plan, first run and warm-up per model and batch; memory peaks.
+fn print_phases(r: &BenchReport) {
+    let mut t = Table::new([
+        "model", "batch", "load ms", "plan ms", "first run ms", "warm-up", "VmHWM load/plan/runs MiB",
+    ]);
+    for m in &r.models {
+        let d = &m.device;
+        let mib = |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let memory = d.memory.as_ref().map_or("n/a".to_string(), |mem| {
+            format!(
+                "{} / {} / {}",
+                mib(mem.after_load_kib),
+                mib(mem.after_plan_kib),
+                mib(mem.after_runs_kib)
+            )
+        });
+        for p in &d.phases {
+            t.row([
+                m.model.clone(),
+                p.batch.to_string(),
+                d.load_ms.map_or("?".into(), |v| format!("{v:.2}")),
+                format!("{:.2}", p.plan_ms),
+                format!("{:.3}", p.first_run_ms),
+                format!("{} runs, {:.1} ms", p.warmup_runs, p.warmup_ms),
+                memory.clone(),
+            ]);
+        }
+    }
+    print!("{}", t.render());
+}
+
+/// The slowest nodes of each profiled model, and the state-reuse comparison.
+fn print_profiles(r: &BenchReport) {
+    for m in &r.models {
+        if let Some(s) = &m.device.state_reuse {
+            println!(
+                "{}: batch-1 p50 {:.3} ms with one reused tract state, {:.3} ms with a fresh state per run",
+                m.model, s.reused.p50_ms, s.fresh.p50_ms
+            );
+        }
+        let Some(p) = &m.device.profile else {
+            continue;
+        };
+        let mut t = Table::new(["node", "op", "ms/run", "share", "MACs"]);
+        for o in p.ops.iter().take(TOP_OPS) {
+            t.row([
+                o.name.clone(),
+                o.op.clone(),
+                format!("{:.4}", o.ms),
+                format!("{:.1}%", 100.0 * o.share),
+                o.macs.map_or(String::new(), |m| m.to_string()),
+            ]);
+        }
+        println!(
+            "{}: per-node profile at batch {} ({} runs, {:.3} ms/run in nodes; top {} of {} nodes):",
+            m.model,
+            p.batch,
+            p.runs,
+            p.total_ms,
+            TOP_OPS.min(p.ops.len()),
+            p.ops.len()
+        );
+        print!("{}", t.render());
+    }
+}
+
+/// `correct/images`, or `n/a` on unlabelled inputs.
+fn count(correct: Option<usize>, images: usize) -> String {
+    correct.map_or_else(|| "n/a".to_string(), |c| format!("{c}/{images}"))
 }
 
 /// The human table of a device report.
@@ -66,8 +143,8 @@ pub fn print_human(r: &BenchReport) {
     for m in &r.models {
         t.row([
             m.model.clone(),
-            format!("{}/{}", m.host_correct, m.images),
-            format!("{}/{}", m.device_correct, m.images),
+            count(m.host_correct, m.images),
+            count(m.device_correct, m.images),
             if m.bit_identical { "yes" } else { "no" }.to_string(),
             format!("{:.2e}", m.parity.max_abs),
             if m.parity.ok { "ok" } else { "FAIL" }.to_string(),
@@ -85,6 +162,42 @@ pub fn print_human(r: &BenchReport) {
         })
         .collect();
     println!("{}", latency_table("model", &rows));
+    print_phases(r);
+    print_profiles(r);
+    if let Some(e) = &r.environment {
+        println!(
+            "environment: {} ({} cores; tract kind {}, kernels {}), kernel {}, governor {}, {} MHz, {}, {} thread(s), cpus {}, runner sha256 {}",
+            e.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            e.cores.map_or("?".into(), |c| c.to_string()),
+            e.tract_cpu_kind,
+            e.kernel_family,
+            e.kernel.as_deref().unwrap_or("?"),
+            e.governor.as_deref().unwrap_or("n/a"),
+            e.frequency_khz.map_or("n/a".into(), |f| (f / 1000).to_string()),
+            e.temperature_c.map_or("temperature n/a".into(), |t| format!("{t:.1} °C")),
+            e.threads,
+            e.affinity.as_deref().unwrap_or("?"),
+            e.runner_sha256.as_deref().map_or("?", |d| &d[..d.len().min(16)]),
+        );
+    }
+    if let Some(cpu) = &r.emulated_cpu {
+        println!("emulated CPU: {cpu} ({})", crate::device::bench::EMULATED);
+    }
+    let models: Vec<String> = r
+        .sizes
+        .models
+        .iter()
+        .map(|m| format!("{} {} B (weights {} B)", m.model, m.file_bytes, m.weight_bytes))
+        .collect();
+    println!(
+        "sizes: bundle {} B, runner {} B, {}",
+        r.sizes.bundle_bytes,
+        r.sizes.runner_bytes,
+        models.join(", ")
+    );
+    if !r.inputs.is_empty() {
+        println!("inputs: {}", r.inputs);
+    }
     println!(
         "{} on {} ({}), {:.1}s round trip; batch-1 p50 budget {} ms{}",
         r.target,

@@ -48,10 +48,10 @@ pub enum BenchError {
 pub struct ModelCheck {
     /// `fp32` / `int8`.
     pub model: String,
-    /// Host tract correct count on the shard.
-    pub host_correct: usize,
+    /// Host tract correct count on the shard (`None`: unlabelled inputs).
+    pub host_correct: Option<usize>,
     /// Device correct count.
-    pub device_correct: usize,
+    pub device_correct: Option<usize>,
     /// Shard size.
     pub images: usize,
     /// Device logits bit-identical to the host's.
@@ -65,7 +65,7 @@ pub struct ModelCheck {
 }
 
 /// What `bench` found.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct BenchReport {
     /// Target name.
     pub target: String,
@@ -87,7 +87,74 @@ pub struct BenchReport {
     pub failures: Vec<String>,
     /// Notes (e.g. emulated latency).
     pub notes: Vec<String>,
+    /// What the shard holds (labelled test images or seeded random inputs).
+    #[serde(default)]
+    pub inputs: String,
+    /// Where the runner ran, as it reported it.
+    #[serde(default)]
+    pub environment: Option<distill_edge_schema::Environment>,
+    /// Under emulation: the CPU emulated (the target's `-cpu`), else `None`.
+    #[serde(default)]
+    pub emulated_cpu: Option<String>,
+    /// Sizes on disk.
+    #[serde(default)]
+    pub sizes: Sizes,
 }
+
+/// Sizes on disk of a bundle and its models.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Sizes {
+    /// Every file of the bundle, manifest included.
+    pub bundle_bytes: u64,
+    /// The runner binary.
+    pub runner_bytes: u64,
+    /// Per model.
+    pub models: Vec<ModelSize>,
+}
+
+/// A model's size on disk and the bytes of its weights.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ModelSize {
+    /// `fp32` / `int8`.
+    pub model: String,
+    /// The ONNX file.
+    pub file_bytes: u64,
+    /// Its initializers' data.
+    pub weight_bytes: u64,
+}
+
+/// Sizes of `bundle` (every file listed in `manifest`, plus the manifest).
+fn sizes(bundle: &Path, manifest: &Manifest) -> Sizes {
+    let manifest_bytes = std::fs::metadata(bundle.join(MANIFEST)).map_or(0, |m| m.len());
+    Sizes {
+        bundle_bytes: manifest_bytes + manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+        runner_bytes: manifest
+            .entry(distill_edge_schema::RUNNER)
+            .map_or(0, |e| e.bytes),
+        models: manifest
+            .models
+            .iter()
+            .map(|m| ModelSize {
+                model: m.name.clone(),
+                file_bytes: manifest.entry(&m.file).map_or(0, |e| e.bytes),
+                weight_bytes: std::fs::read(bundle.join(&m.file))
+                    .ok()
+                    .and_then(|b| crate::onnx::proto::decode(&b).ok())
+                    .map_or(0, |m| crate::hostcheck::weight_bytes(&m)),
+            })
+            .collect(),
+    }
+}
+
+/// The CPU a target's emulator emulates (its `-cpu` argument).
+pub fn emulated_cpu(target: &TargetSpec) -> Option<String> {
+    let e = &target.emulator;
+    let i = e.iter().position(|a| a == "-cpu")?;
+    e.get(i + 1).cloned()
+}
+
+/// The words every emulated result carries.
+pub const EMULATED: &str = "emulated: latency is not a board figure";
 
 impl BenchReport {
     /// `Ok` when the bundle passed on the device, else the failed check (exit code 3).
@@ -111,6 +178,12 @@ pub struct RunnerOverrides {
     pub threads: Option<usize>,
     /// Minimum seconds of timing.
     pub seconds: Option<f64>,
+    /// Warm-up runs (at least).
+    pub warmup: Option<usize>,
+    /// Warm-up seconds (at least).
+    pub warmup_seconds: Option<f64>,
+    /// Per-node profile and the state-reuse comparison.
+    pub profile: bool,
 }
 
 /// The local bundle's manifest and the SHA-256 of its bytes, which must equal the digest
@@ -235,6 +308,15 @@ pub fn run_bundle(
     if let Some(s) = overrides.seconds {
         args.extend(["--seconds".into(), s.to_string()]);
     }
+    if let Some(w) = overrides.warmup {
+        args.extend(["--warmup".into(), w.to_string()]);
+    }
+    if let Some(s) = overrides.warmup_seconds {
+        args.extend(["--warmup-seconds".into(), s.to_string()]);
+    }
+    if overrides.profile {
+        args.push("--profile".into());
+    }
     // CPU-feature overrides matter only under emulation, where /proc/cpuinfo is the host's.
     let env: Vec<(String, String)> = if transport.is_emulated() {
         target.env.clone().into_iter().collect()
@@ -305,9 +387,12 @@ pub fn run_bundle(
     let mut failures = Vec::new();
     let mut notes = Vec::new();
     if emulated {
+        notes.push(format!("{EMULATED} (measured under {})", transport.describe()));
+    }
+    if !manifest.inputs.is_empty() && manifest.host.iter().all(|h| h.correct.is_none()) {
         notes.push(format!(
-            "latency measured under emulation ({}): not a board figure",
-            transport.describe()
+            "inputs: {}: no accuracy on the device either",
+            manifest.inputs
         ));
     }
     let mut models = Vec::new();
@@ -325,9 +410,14 @@ pub fn run_bundle(
         };
         let parity = compare(&device_logits, &reference, tolerance);
         if dev.correct != host.correct {
+            let count = |c: Option<usize>| c.map_or_else(|| "n/a".to_string(), |c| c.to_string());
             failures.push(format!(
                 "{}: device top-1 {}/{} differs from the host's {}/{}",
-                host.model, dev.correct, dev.images, host.correct, host.images
+                host.model,
+                count(dev.correct),
+                dev.images,
+                count(host.correct),
+                host.images
             ));
         }
         if !parity.ok {
@@ -361,9 +451,9 @@ pub fn run_bundle(
     if let (Some(f), Some(q)) = (
         models.iter().find(|m| m.model == "fp32"),
         models.iter().find(|m| m.model == "int8"),
-    ) {
-        let drop =
-            100.0 * (f.device_correct as f64 - q.device_correct as f64) / f.images.max(1) as f64;
+    ) && let (Some(fc), Some(qc)) = (f.device_correct, q.device_correct)
+    {
+        let drop = 100.0 * (fc as f64 - qc as f64) / f.images.max(1) as f64;
         if drop > target.budget.max_accuracy_drop {
             failures.push(format!(
                 "int8: top-1 {drop:.2} points below fp32 on the shard (budget {})",
@@ -382,6 +472,10 @@ pub fn run_bundle(
         passed: failures.is_empty(),
         failures,
         notes,
+        inputs: manifest.inputs.clone(),
+        environment: result.environment.clone(),
+        emulated_cpu: if emulated { emulated_cpu(target) } else { None },
+        sizes: sizes(bundle, &manifest),
     })
 }
 
@@ -475,6 +569,7 @@ mod tests {
                     runs: 3,
                     min_seconds: 0.0,
                     threads: 1,
+                    ..BenchSettings::default()
                 },
             },
         )
