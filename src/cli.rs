@@ -586,6 +586,23 @@ pub struct BenchArgs {
     /// time batch 1 with a fresh tract state per run against one reused state.
     #[arg(long)]
     pub profile: bool,
+    /// Store this result (with the device outputs) as a baseline file.
+    #[arg(long, value_name = "FILE")]
+    pub save_baseline: Option<PathBuf>,
+    /// Compare with a baseline file: top-1 within the target's accuracy budget, outputs
+    /// within tolerance, latency p50/p90 regressions warned and failed by the thresholds
+    /// (never under emulation). A failed comparison exits with code 3.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Latency regression (percent over the baseline) that prints a warning.
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    pub warn_regression: f64,
+    /// Latency regression (percent over the baseline) that fails the check.
+    #[arg(long, default_value_t = 25.0, value_name = "PCT")]
+    pub fail_regression: f64,
+    /// Write a JUnit XML report (one test case per check) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 #[cfg(test)]

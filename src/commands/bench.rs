@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::board::TargetSpec;
 use crate::cli::{BenchArgs, GlobalArgs};
-use crate::device::bench::{BenchReport, RunnerOverrides, run_bundle};
+use crate::device::baseline;
+use crate::device::bench::{BenchReport, Outcome, RunnerOverrides, run_bundle};
 use crate::eval::latency::{LatencyStats, latency_table};
 use crate::progress::Reporter;
 use crate::table::Table;
@@ -33,7 +34,20 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         bundle.display(),
         transport.describe()
     ));
-    let report = run_bundle(
+    if args.warn_regression > args.fail_regression {
+        anyhow::bail!(
+            "--warn-regression {} is above --fail-regression {}",
+            args.warn_regression,
+            args.fail_regression
+        );
+    }
+    // A bad baseline is refused before the run.
+    let baseline = args
+        .baseline
+        .as_deref()
+        .map(|p| baseline::load(p, &target.name))
+        .transpose()?;
+    let mut report = run_bundle(
         &target,
         &bundle,
         transport.as_ref(),
@@ -47,10 +61,32 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         },
         Duration::from_secs(args.timeout),
     )?;
+    if let Some(b) = &baseline {
+        baseline::compare_with(
+            &mut report,
+            b,
+            &target,
+            baseline::Thresholds {
+                warn_pct: args.warn_regression,
+                fail_pct: args.fail_regression,
+            },
+        );
+    }
+    if let Some(path) = &args.save_baseline {
+        baseline::save(path, &report)?;
+        reporter.line(format!("baseline saved to {}", path.display()));
+    }
+    if let Some(path) = &args.junit {
+        crate::fsutil::write_atomic(path, baseline::junit_xml(&[&report]).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     if global.json {
         super::print_json(&report)?;
     } else if !global.quiet {
         print_human(&report);
+    }
+    for c in report.checks.iter().filter(|c| c.outcome == Outcome::Warning) {
+        reporter.line(format!("warning: {}: {}", c.name, c.message));
     }
     report.verdict()?;
     Ok(())
@@ -214,4 +250,19 @@ pub fn print_human(r: &BenchReport) {
     for n in &r.notes {
         println!("note: {n}");
     }
+    let mut t = Table::new(["check", "outcome", ""]);
+    for c in &r.checks {
+        t.row([
+            c.name.clone(),
+            match c.outcome {
+                Outcome::Passed => "ok",
+                Outcome::Warning => "WARN",
+                Outcome::Failed => "FAIL",
+                Outcome::Skipped => "skipped",
+            }
+            .to_string(),
+            c.message.clone(),
+        ]);
+    }
+    print!("{}", t.render());
 }

@@ -62,6 +62,34 @@ pub struct ModelCheck {
     pub p50_ms: Option<f64>,
     /// The device's full result.
     pub device: ModelResult,
+    /// The device's logits on the shard (kept in memory for a baseline, not in bench.json).
+    #[serde(skip)]
+    pub device_logits: Vec<f32>,
+}
+
+/// The outcome of one check, for the table and JUnit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Passed.
+    Passed,
+    /// Passed with a warning (a latency regression above the warn threshold).
+    Warning,
+    /// Failed: the command exits with code 3.
+    Failed,
+    /// Not judged (e.g. latency under emulation), with the reason.
+    Skipped,
+}
+
+/// One named check of a bench run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Check {
+    /// What was checked, e.g. `fp32 top-1 vs host`.
+    pub name: String,
+    /// How it went.
+    pub outcome: Outcome,
+    /// The figures behind it.
+    pub message: String,
 }
 
 /// What `bench` found.
@@ -99,6 +127,28 @@ pub struct BenchReport {
     /// Sizes on disk.
     #[serde(default)]
     pub sizes: Sizes,
+    /// Every check made, passed or not (`failures` repeats the failed ones' messages).
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// SHA-256 of the shard the runner ran (what a baseline's outputs are comparable on).
+    #[serde(default)]
+    pub shard_sha256: String,
+}
+
+impl BenchReport {
+    /// Records a check; a failed one also goes to `failures` and clears `passed`.
+    pub fn check(&mut self, name: impl Into<String>, outcome: Outcome, message: impl Into<String>) {
+        let (name, message) = (name.into(), message.into());
+        if outcome == Outcome::Failed {
+            self.failures.push(format!("{name}: {message}"));
+            self.passed = false;
+        }
+        self.checks.push(Check {
+            name,
+            outcome,
+            message,
+        });
+    }
 }
 
 /// Sizes on disk of a bundle and its models.
@@ -384,7 +434,6 @@ pub fn run_bundle(
     }
 
     let emulated = transport.is_emulated();
-    let mut failures = Vec::new();
     let mut notes = Vec::new();
     if emulated {
         notes.push(format!("{EMULATED} (measured under {})", transport.describe()));
@@ -395,10 +444,35 @@ pub fn run_bundle(
             manifest.inputs
         ));
     }
-    let mut models = Vec::new();
+    let mut report = BenchReport {
+        target: target.name.clone(),
+        device: transport.describe(),
+        emulated,
+        arch: result.arch.clone(),
+        models: Vec::new(),
+        latency_budget_ms: target.budget.latency_p50_ms,
+        seconds: 0.0,
+        passed: true,
+        failures: Vec::new(),
+        notes,
+        inputs: manifest.inputs.clone(),
+        environment: result.environment.clone(),
+        emulated_cpu: if emulated { emulated_cpu(target) } else { None },
+        sizes: sizes(bundle, &manifest),
+        checks: Vec::new(),
+        shard_sha256: manifest
+            .entry(&manifest.shard)
+            .map(|e| e.sha256.clone())
+            .unwrap_or_default(),
+    };
+    let count = |c: Option<usize>| c.map_or_else(|| "n/a".to_string(), |c| c.to_string());
     for host in &manifest.host {
         let Some(dev) = result.models.iter().find(|m| m.model == host.model) else {
-            failures.push(format!("{}: the runner reported no result", host.model));
+            report.check(
+                format!("{} ran", host.model),
+                Outcome::Failed,
+                "the runner reported no result",
+            );
             continue;
         };
         let reference = read_reference(bundle, &manifest, &host.outputs_file)?;
@@ -409,35 +483,60 @@ pub fn run_bundle(
             Tolerance::Quantized
         };
         let parity = compare(&device_logits, &reference, tolerance);
+        let message = format!(
+            "device top-1 {}/{}, host {}/{}",
+            count(dev.correct),
+            dev.images,
+            count(host.correct),
+            host.images
+        );
         if dev.correct != host.correct {
-            let count = |c: Option<usize>| c.map_or_else(|| "n/a".to_string(), |c| c.to_string());
-            failures.push(format!(
-                "{}: device top-1 {}/{} differs from the host's {}/{}",
-                host.model,
-                count(dev.correct),
-                dev.images,
-                count(host.correct),
-                host.images
-            ));
+            report.check(
+                format!("{} top-1 vs host", host.model),
+                Outcome::Failed,
+                format!("{message}: they differ"),
+            );
+        } else if host.correct.is_none() {
+            report.check(
+                format!("{} top-1 vs host", host.model),
+                Outcome::Skipped,
+                "unlabelled inputs: no accuracy",
+            );
+        } else {
+            report.check(format!("{} top-1 vs host", host.model), Outcome::Passed, message);
         }
-        if !parity.ok {
-            failures.push(format!(
-                "{}: outputs differ from the host: {}",
-                host.model,
-                parity.problem.clone().unwrap_or_default()
-            ));
-        }
+        report.check(
+            format!("{} outputs vs host", host.model),
+            if parity.ok {
+                Outcome::Passed
+            } else {
+                Outcome::Failed
+            },
+            if parity.ok {
+                format!("max |diff| {:.2e}", parity.max_abs)
+            } else {
+                format!(
+                    "outputs differ from the host: {}",
+                    parity.problem.clone().unwrap_or_default()
+                )
+            },
+        );
         let p50 = dev.latency.iter().find(|l| l.batch == 1).map(|l| l.p50_ms);
-        if let Some(p) = p50
-            && !emulated
-            && p > target.budget.latency_p50_ms
-        {
-            failures.push(format!(
-                "{}: batch-1 p50 latency {p:.3} ms exceeds the {} budget of {} ms",
-                host.model, target.name, target.budget.latency_p50_ms
-            ));
+        if let Some(p) = p50 {
+            let name = format!("{} batch-1 p50 budget", host.model);
+            let figures = format!(
+                "{p:.3} ms against the {} budget of {} ms",
+                target.name, target.budget.latency_p50_ms
+            );
+            if emulated {
+                report.check(name, Outcome::Skipped, format!("{figures}: not gated, {EMULATED}"));
+            } else if p > target.budget.latency_p50_ms {
+                report.check(name, Outcome::Failed, format!("{figures}: exceeded"));
+            } else {
+                report.check(name, Outcome::Passed, figures);
+            }
         }
-        models.push(ModelCheck {
+        report.models.push(ModelCheck {
             model: host.model.clone(),
             host_correct: host.correct,
             device_correct: dev.correct,
@@ -446,37 +545,30 @@ pub fn run_bundle(
             parity,
             p50_ms: p50,
             device: dev.clone(),
+            device_logits,
         });
     }
-    if let (Some(f), Some(q)) = (
-        models.iter().find(|m| m.model == "fp32"),
-        models.iter().find(|m| m.model == "int8"),
-    ) && let (Some(fc), Some(qc)) = (f.device_correct, q.device_correct)
+    let fp32_int8 = (
+        report.models.iter().find(|m| m.model == "fp32"),
+        report.models.iter().find(|m| m.model == "int8"),
+    );
+    if let (Some(f), Some(q)) = fp32_int8
+        && let (Some(fc), Some(qc)) = (f.device_correct, q.device_correct)
     {
         let drop = 100.0 * (fc as f64 - qc as f64) / f.images.max(1) as f64;
-        if drop > target.budget.max_accuracy_drop {
-            failures.push(format!(
-                "int8: top-1 {drop:.2} points below fp32 on the shard (budget {})",
-                target.budget.max_accuracy_drop
-            ));
-        }
+        let budget = target.budget.max_accuracy_drop;
+        report.check(
+            "int8 top-1 vs fp32",
+            if drop > budget {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            },
+            format!("{drop:.2} points below fp32 on the shard (budget {budget})"),
+        );
     }
-    Ok(BenchReport {
-        target: target.name.clone(),
-        device: transport.describe(),
-        emulated,
-        arch: result.arch,
-        models,
-        latency_budget_ms: target.budget.latency_p50_ms,
-        seconds: started.elapsed().as_secs_f64(),
-        passed: failures.is_empty(),
-        failures,
-        notes,
-        inputs: manifest.inputs.clone(),
-        environment: result.environment.clone(),
-        emulated_cpu: if emulated { emulated_cpu(target) } else { None },
-        sizes: sizes(bundle, &manifest),
-    })
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! pipe (so large outputs never deadlock) and are polled with `try_wait` until they exit or
 //! their limit passes, when they are killed.
 
+pub mod baseline;
 pub mod bench;
 pub mod local;
 pub mod qemu;

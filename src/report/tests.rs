@@ -83,6 +83,7 @@ fn model_check(model: &str, correct: usize, p50_b1: f64) -> ModelCheck {
             latency: vec![device_latency(1, p50_b1), device_latency(32, p50_b1 * 24.0)],
             ..ModelResult::default()
         },
+        device_logits: vec![],
     }
 }
 
