@@ -361,3 +361,186 @@ fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
         );
     }
 }
+
+/// The runner built for this host with cargo (dev profile, shared with the test build).
+fn host_runner() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--manifest-path",
+            "runner/Cargo.toml",
+            "--locked",
+            "--message-format=json",
+        ])
+        .output()
+        .expect("cargo");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "distill-edge-runner")
+        .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
+        .expect("runner executable in cargo's output")
+}
+
+/// Edits a figure of a saved baseline through `f`.
+fn edit_baseline(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// A baseline compared on this host (not emulated, so latency is gated): it passes on itself;
+/// a baseline edited to be faster or more accurate than reality fails with exit code 3; the
+/// JUnit report is XML listing every check.
+#[test]
+fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    write_model(p, "resnet.onnx", &resnet(vec![]));
+    let runner = host_runner();
+    let mut args = vec![
+        "-q",
+        "build",
+        "--target",
+        "x86_64",
+        "--model",
+        "resnet.onnx",
+        "--runner",
+        runner.to_str().unwrap(),
+        "--out",
+        "dist/x86_64",
+        "--data",
+        "synthetic",
+        "--shard-size",
+        "40",
+        "--runs",
+        "20",
+        "--seconds",
+        "0",
+        "--warmup",
+        "2",
+        "--warmup-seconds",
+        "0",
+        "--batches",
+        "1",
+    ];
+    args.extend_from_slice(FEED);
+    let out = run(p, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bench = |extra: &[&str]| {
+        let mut a = vec![
+            "--json",
+            "bench",
+            "--target",
+            "x86_64",
+            "--device",
+            "local",
+            "--bundle",
+            "dist/x86_64",
+        ];
+        a.extend_from_slice(extra);
+        run(p, &a)
+    };
+    let saved = bench(&["--save-baseline", "base.json", "--junit", "first.xml"]);
+    let first = json(&saved);
+    // The batch-1 budget of the x86_64 target may or may not hold on a loaded machine; the
+    // baseline is saved either way.
+    assert!(p.join("base.json").is_file(), "{}", stderr(&saved));
+    let budget_ok = first["passed"] == true;
+
+    // On itself (a loose latency threshold: the same machine, moments apart).
+    let again = bench(&["--baseline", "base.json", "--fail-regression", "400", "--warn-regression", "300", "--junit", "junit.xml"]);
+    let v = json(&again);
+    let names: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for n in [
+        "fp32 top-1 vs host",
+        "fp32 outputs vs host",
+        "fp32 top-1 vs baseline",
+        "fp32 outputs vs baseline",
+        "fp32 batch-1 p50 vs baseline",
+        "fp32 batch-1 p90 vs baseline",
+    ] {
+        assert!(names.contains(&n), "{n}: {names:?}");
+    }
+    let baseline_checks: Vec<_> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"].as_str().unwrap().ends_with("vs baseline"))
+        .collect();
+    assert!(
+        baseline_checks.iter().all(|c| c["outcome"] == "passed"),
+        "{baseline_checks:?}"
+    );
+    if budget_ok {
+        assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    }
+    let xml = std::fs::read_to_string(p.join("junit.xml")).unwrap();
+    let events: Vec<_> = xml::reader::EventReader::from_str(&xml)
+        .into_iter()
+        .collect::<Result<_, _>>()
+        .expect("JUnit report is well-formed XML");
+    let cases = events
+        .iter()
+        .filter(|e| {
+            matches!(e, xml::reader::XmlEvent::StartElement { name, .. } if name.local_name == "testcase")
+        })
+        .count();
+    assert_eq!(cases, names.len(), "{xml}");
+    assert!(xml.contains("name=\"fp32 batch-1 p50 vs baseline\""), "{xml}");
+
+    // Latency edited to be 10x better than measured: a failed check, exit code 3.
+    edit_baseline(&p.join("base.json"), |b| {
+        let l = &mut b["report"]["models"][0]["device"]["latency"][0];
+        l["p50_ms"] = (l["p50_ms"].as_f64().unwrap() / 10.0).into();
+    });
+    let out = bench(&["--baseline", "base.json", "--junit", "junit.xml"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        error_line(&out, p).contains("fp32 batch-1 p50 vs baseline"),
+        "{}",
+        stderr(&out)
+    );
+    let xml = std::fs::read_to_string(p.join("junit.xml")).unwrap();
+    assert!(xml.contains("<failure message="), "{xml}");
+
+    // Accuracy edited to be better: exit code 3 as well.
+    std::fs::write(
+        p.join("acc.json"),
+        serde_json::to_vec(&first_baseline(&p.join("base.json"))).unwrap(),
+    )
+    .unwrap();
+    edit_baseline(&p.join("acc.json"), |b| {
+        let m = &mut b["report"]["models"][0];
+        let images = m["images"].clone();
+        m["device_correct"] = images;
+        let l = &mut m["device"]["latency"][0];
+        l["p50_ms"] = (l["p50_ms"].as_f64().unwrap() * 10.0).into();
+    });
+    let out = bench(&["--baseline", "acc.json"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        error_line(&out, p).contains("fp32 top-1 vs baseline"),
+        "{}",
+        stderr(&out)
+    );
+    // Not a baseline: one line naming the file, exit 1, before anything runs.
+    std::fs::write(p.join("junk.json"), "{}").unwrap();
+    let out = bench(&["--baseline", "junk.json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(error_line(&out, p).contains("junk.json: not a distill-edge bench baseline"));
+}
+
+/// The baseline file as JSON.
+fn first_baseline(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
