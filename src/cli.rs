@@ -548,13 +548,25 @@ pub struct BuildArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Target name or TOML path (as for `build`).
-    #[arg(long, short, value_name = "TARGET")]
-    pub target: String,
+    /// Target name or TOML path (as for `build`); with --devices, the target of boards
+    /// that do not name their own.
+    #[arg(long, short, value_name = "TARGET", required_unless_present = "devices")]
+    pub target: Option<String>,
     /// Where to run: `qemu` (default for cross targets), `local`, or
     /// `ssh://[user@]host[:port][/remote/dir]` (uses your ssh agent, keys and known_hosts).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    /// Repeat to run several boards in parallel, one row each.
+    #[arg(long, value_name = "DEVICE", conflicts_with = "devices")]
+    pub device: Vec<String>,
+    /// Inventory of boards (TOML `[[device]]` tables: name, url, target, tags, ssh-options):
+    /// every selected board runs in parallel with its own row and result file.
+    #[arg(long, value_name = "devices.toml")]
+    pub devices: Option<PathBuf>,
+    /// With --devices: only the boards carrying this tag (repeat: all of them).
+    #[arg(long, value_name = "TAG", requires = "devices")]
+    pub tag: Vec<String>,
+    /// With several boards: the directory of the per-board result files (`<name>.json`).
+    #[arg(long, default_value = "bench-results", value_name = "DIR")]
+    pub results: PathBuf,
     /// Bundle directory (default dist/<target>).
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
@@ -603,6 +615,9 @@ pub struct BenchArgs {
     /// Write a JUnit XML report (one test case per check) to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Pin the runner to these CPUs (`taskset -c` list, e.g. `2,3`; under qemu the emulator).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
 }
 
 #[cfg(test)]

@@ -533,6 +533,13 @@ fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
         "{}",
         stderr(&out)
     );
+    // --cpus pins the runner: its own affinity says so.
+    let pinned = json(&bench(&["--cpus", "0"]));
+    assert_eq!(pinned["environment"]["affinity"], "0", "{pinned}");
+    let out = bench(&["--cpus", "0;1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(error_line(&out, p).contains("--cpus"), "{}", stderr(&out));
+
     // Not a baseline: one line naming the file, exit 1, before anything runs.
     std::fs::write(p.join("junk.json"), "{}").unwrap();
     let out = bench(&["--baseline", "junk.json"]);

@@ -13,26 +13,48 @@ use crate::eval::latency::{LatencyStats, latency_table};
 use crate::progress::Reporter;
 use crate::table::Table;
 
+/// The runner options of `args`.
+fn overrides(args: &BenchArgs) -> RunnerOverrides {
+    RunnerOverrides {
+        runs: args.runs,
+        threads: args.device_threads,
+        seconds: args.seconds,
+        warmup: args.warmup,
+        warmup_seconds: args.warmup_seconds,
+        profile: args.profile,
+    }
+}
+
 /// Runs the bundle and prints the comparison.
 pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
+    if args.devices.is_some() || args.device.len() > 1 {
+        return run_fleet(args, global);
+    }
     let reporter = Reporter::new(global.quiet);
-    let target = TargetSpec::resolve(&args.target)?;
+    let target_name = args.target.as_deref().context("--target is required")?;
+    let target = TargetSpec::resolve(target_name)?;
     let bundle = args
         .bundle
         .clone()
         .unwrap_or_else(|| PathBuf::from("dist").join(&target.name));
-    let transport = crate::device::open(
+    let mut transport = crate::device::open(
         &target,
-        args.device.as_deref(),
+        args.device.first().map(String::as_str),
         &crate::device::SshSettings {
             connect_timeout: Duration::from_secs(args.connect_timeout),
             options: args.ssh_options.clone(),
         },
     )?;
+    if let Some(cpus) = &args.cpus {
+        transport.pin(cpus)?;
+    }
     reporter.line(format!(
-        "running {} on {}",
+        "running {} on {}{}",
         bundle.display(),
-        transport.describe()
+        transport.describe(),
+        args.cpus
+            .as_deref()
+            .map_or(String::new(), |c| format!(", pinned to CPUs {c}"))
     ));
     if args.warn_regression > args.fail_regression {
         anyhow::bail!(
@@ -51,14 +73,7 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         &target,
         &bundle,
         transport.as_ref(),
-        &RunnerOverrides {
-            runs: args.runs,
-            threads: args.device_threads,
-            seconds: args.seconds,
-            warmup: args.warmup,
-            warmup_seconds: args.warmup_seconds,
-            profile: args.profile,
-        },
+        &overrides(args),
         Duration::from_secs(args.timeout),
     )?;
     if let Some(b) = &baseline {
@@ -89,6 +104,136 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
         reporter.line(format!("warning: {}: {}", c.name, c.message));
     }
     report.verdict()?;
+    Ok(())
+}
+
+/// Several boards in parallel: one row each, one result file each, a failed board failing
+/// only its row (the command then exits non-zero: 1 when a board could not run, else 3).
+fn run_fleet(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
+    use crate::device::fleet::{FleetSettings, boards_from_urls, read_inventory, run_boards};
+    let reporter = Reporter::new(global.quiet);
+    if args.baseline.is_some() || args.save_baseline.is_some() {
+        anyhow::bail!(
+            "--baseline and --save-baseline compare one board: run them with a single --device"
+        );
+    }
+    let boards = match &args.devices {
+        Some(path) => read_inventory(path, &args.tag)?,
+        None => boards_from_urls(&args.device),
+    };
+    reporter.line(format!(
+        "running on {} boards in parallel: {}",
+        boards.len(),
+        boards
+            .iter()
+            .map(|b| format!("{} ({})", b.name, b.url))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    let settings = FleetSettings {
+        default_target: args.target.as_deref(),
+        bundle: args.bundle.as_deref(),
+        cpus: args.cpus.as_deref(),
+        overrides: overrides(args),
+        timeout: Duration::from_secs(args.timeout),
+        ssh: crate::device::SshSettings {
+            connect_timeout: Duration::from_secs(args.connect_timeout),
+            options: args.ssh_options.clone(),
+        },
+    };
+    let rows = run_boards(&boards, &settings, &|_, _| {});
+    std::fs::create_dir_all(&args.results)
+        .with_context(|| format!("creating {}", args.results.display()))?;
+    for row in &rows {
+        let path = args.results.join(format!("{}.json", row.name));
+        crate::fsutil::write_json_atomic(&path, row)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        let mut reports: Vec<BenchReport> = Vec::new();
+        for row in &rows {
+            let mut r = row.result.clone().unwrap_or_else(|| BenchReport {
+                target: row.target.clone(),
+                device: row.url.clone(),
+                ..BenchReport::default()
+            });
+            if let Some(e) = &row.error {
+                r.check(format!("{} ran", row.name), Outcome::Failed, e.clone());
+            }
+            reports.push(r);
+        }
+        let refs: Vec<&BenchReport> = reports.iter().collect();
+        crate::fsutil::write_atomic(path, baseline::junit_xml(&refs).as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if global.json {
+        super::print_json(&serde_json::json!({ "devices": rows }))?;
+    } else if !global.quiet {
+        let mut t = Table::new(["board", "target", "device", "result", "batch-1 p50 ms", "why"]);
+        for row in &rows {
+            let p50: Vec<String> = row
+                .result
+                .iter()
+                .flat_map(|r| &r.models)
+                .map(|m| {
+                    format!(
+                        "{} {}",
+                        m.model,
+                        m.p50_ms.map_or("-".into(), |p| format!("{p:.3}"))
+                    )
+                })
+                .collect();
+            let (result, why) = match (&row.result, &row.error) {
+                (_, Some(e)) => ("ERROR".to_string(), e.clone()),
+                (Some(r), None) if r.passed => (
+                    "ok".to_string(),
+                    if r.emulated {
+                        crate::device::bench::EMULATED.to_string()
+                    } else {
+                        String::new()
+                    },
+                ),
+                (Some(r), None) => ("FAIL".to_string(), r.failures.join("; ")),
+                (None, None) => ("?".to_string(), String::new()),
+            };
+            t.row([
+                row.name.clone(),
+                row.target.clone(),
+                row.result
+                    .as_ref()
+                    .map_or(row.url.clone(), |r| r.device.clone()),
+                result,
+                p50.join(", "),
+                why,
+            ]);
+        }
+        print!("{}", t.render());
+        println!("results: {}/<board>.json", args.results.display());
+    }
+    let errors: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.error.as_ref().map(|e| format!("{}: {e}", r.name)))
+        .collect();
+    if !errors.is_empty() {
+        anyhow::bail!(
+            "{} of {} boards did not run: {}",
+            errors.len(),
+            rows.len(),
+            errors.join("; ")
+        );
+    }
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| !r.passed())
+        .map(|r| r.name.as_str())
+        .collect();
+    if !failed.is_empty() {
+        return Err(crate::exit::CheckFailed(format!(
+            "device check failed on {}",
+            failed.join(", ")
+        ))
+        .into());
+    }
     Ok(())
 }
 

@@ -572,7 +572,7 @@ pub fn run_bundle(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
     use crate::data::prep::Normalization;
@@ -583,7 +583,7 @@ mod tests {
 
     /// Builds the runner for this host with cargo (dev profile: it shares the test build's
     /// dependencies) and returns its path.
-    fn host_runner() -> std::path::PathBuf {
+    pub(crate) fn host_runner() -> std::path::PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -611,6 +611,18 @@ mod tests {
 
     /// A host-arch bundle of a random cnn32-small and a synthetic shard.
     fn host_bundle(dir: &Path) -> (TargetSpec, std::path::PathBuf) {
+        let target = TargetSpec::resolve("x86_64").unwrap();
+        let bundle = bundle_for(dir, &target, &host_runner());
+        (target, bundle)
+    }
+
+    /// A bundle for `target` with `runner`, of a random cnn32-small and a synthetic shard.
+    pub(crate) fn bundle_for(
+        dir: &Path,
+        target: &TargetSpec,
+        runner: &Path,
+    ) -> std::path::PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
         let splits = crate::data::load(&crate::data::DataSource::synthetic_default()).unwrap();
         let device = crate::runtime::cpu();
         device.seed(1);
@@ -645,14 +657,12 @@ mod tests {
         let onnx = dir.join("m.onnx");
         std::fs::write(&onnx, crate::onnx::proto::encode(&model)).unwrap();
         let shard = make_shard(&splits.test, &norm, 40);
-        let target = TargetSpec::resolve("x86_64").unwrap();
         let bundle = dir.join("bundle");
-        let runner = host_runner();
         write_bundle(
             &bundle,
             &BundleInputs {
-                target: &target,
-                runner: &runner,
+                target,
+                runner,
                 models: vec![("fp32".into(), onnx)],
                 shard: &shard,
                 bench: BenchSettings {
@@ -666,7 +676,7 @@ mod tests {
             },
         )
         .unwrap();
-        (target, bundle)
+        bundle
     }
 
     /// The host-arch bundle end to end over a real sshd on 127.0.0.1.
