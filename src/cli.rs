@@ -550,7 +550,12 @@ pub struct BuildArgs {
 pub struct BenchArgs {
     /// Target name or TOML path (as for `build`); with --devices, the target of boards
     /// that do not name their own.
-    #[arg(long, short, value_name = "TARGET", required_unless_present = "devices")]
+    #[arg(
+        long,
+        short,
+        value_name = "TARGET",
+        required_unless_present = "devices"
+    )]
     pub target: Option<String>,
     /// Where to run: `qemu` (default for cross targets), `local`, or
     /// `ssh://[user@]host[:port][/remote/dir]` (uses your ssh agent, keys and known_hosts).

@@ -15,7 +15,9 @@ use distill_edge::onnx::proto::{
 
 /// Deterministic weights in `[-scale, scale]`.
 fn weights(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -91,7 +93,11 @@ fn resnet(extra: Vec<pb::NodeProto>) -> pb::ModelProto {
             vec![make_attr_int("axis", 1)],
         ),
     ];
-    inits.push(make_tensor_f32("fc.weight", &[10, 16], &weights(160, 7, 0.5)));
+    inits.push(make_tensor_f32(
+        "fc.weight",
+        &[10, 16],
+        &weights(160, 7, 0.5),
+    ));
     inits.push(make_tensor_f32("fc.bias", &[10], &weights(10, 8, 0.1)));
     nodes.push(make_node(
         "Gemm",
@@ -119,7 +125,11 @@ fn resnet(extra: Vec<pb::NodeProto>) -> pb::ModelProto {
                 &[batch.clone(), Dim::Fixed(3), Dim::Fixed(16), Dim::Fixed(16)],
             )],
             output: vec![
-                make_value_info("features", DataType::Float, &[batch.clone(), Dim::Fixed(16)]),
+                make_value_info(
+                    "features",
+                    DataType::Float,
+                    &[batch.clone(), Dim::Fixed(16)],
+                ),
                 make_value_info("scores", DataType::Float, &[batch, Dim::Fixed(10)]),
             ],
             ..Default::default()
@@ -151,15 +161,33 @@ fn a_foreign_resnet_is_checked_with_random_inputs_and_with_labelled_data() {
 
     // No dataset: seeded random inputs, said so, no accuracy, tract's outputs checked.
     let mut args = vec![
-        "--json", "check", "resnet.onnx", "--engines", "tract", "--runs", "3", "--warmup", "1",
-        "--batches", "1,4", "--limit", "12", "--seconds", "0", "--warmup-seconds", "0",
+        "--json",
+        "check",
+        "resnet.onnx",
+        "--engines",
+        "tract",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--batches",
+        "1,4",
+        "--limit",
+        "12",
+        "--seconds",
+        "0",
+        "--warmup-seconds",
+        "0",
     ];
     args.extend_from_slice(FEED);
     let v = run_ok_json(p, &args);
     assert_eq!(v["passed"], true, "{v}");
     assert_eq!(v["test_images"], 12);
     assert!(
-        v["inputs"].as_str().unwrap().contains("seeded random inputs"),
+        v["inputs"]
+            .as_str()
+            .unwrap()
+            .contains("seeded random inputs"),
         "{v}"
     );
     assert!(v["engines"][0]["accuracy"].is_null(), "{v}");
@@ -191,7 +219,14 @@ fn a_foreign_resnet_is_checked_with_random_inputs_and_with_labelled_data() {
     let out = run(
         p,
         &[
-            "check", "resnet.onnx", "--engines", "tract", "--data", "synthetic", "--limit", "4",
+            "check",
+            "resnet.onnx",
+            "--engines",
+            "tract",
+            "--data",
+            "synthetic",
+            "--limit",
+            "4",
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
@@ -207,9 +242,27 @@ fn a_foreign_resnet_is_checked_with_random_inputs_and_with_labelled_data() {
     let v = run_ok_json(
         p,
         &[
-            "--json", "check", "resnet.onnx", "--engines", "tract", "--runs", "2", "--warmup",
-            "0", "--batches", "1", "--limit", "12", "--data", "synthetic", "--preprocess",
-            "pre.toml", "--seconds", "0", "--warmup-seconds", "0",
+            "--json",
+            "check",
+            "resnet.onnx",
+            "--engines",
+            "tract",
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--batches",
+            "1",
+            "--limit",
+            "12",
+            "--data",
+            "synthetic",
+            "--preprocess",
+            "pre.toml",
+            "--seconds",
+            "0",
+            "--warmup-seconds",
+            "0",
         ],
     );
     assert_eq!(v["engines"][0]["accuracy"].as_f64(), Some(acc), "{v}");
@@ -241,15 +294,31 @@ fn every_operator_tract_cannot_run_is_listed_before_the_cross_build() {
     let out = run(
         p,
         &[
-            "build", "--target", "aarch64", "--model", "odd.onnx", "--out", "dist/aarch64",
+            "build",
+            "--target",
+            "aarch64",
+            "--model",
+            "odd.onnx",
+            "--out",
+            "dist/aarch64",
         ],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = error_line(&out, p);
     assert!(err.contains("tract cannot run 2 node(s)"), "{err}");
-    assert!(err.contains("com.example::FancyNorm") && err.contains("head.fancy"), "{err}");
-    assert!(err.contains("NoSuchOnnxOp") && err.contains("head.odd"), "{err}");
-    assert!(!stderr(&out).contains("cross-compiling"), "{}", stderr(&out));
+    assert!(
+        err.contains("com.example::FancyNorm") && err.contains("head.fancy"),
+        "{err}"
+    );
+    assert!(
+        err.contains("NoSuchOnnxOp") && err.contains("head.odd"),
+        "{err}"
+    );
+    assert!(
+        !stderr(&out).contains("cross-compiling"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!p.join("dist").exists());
 }
 
@@ -305,17 +374,22 @@ fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
         let v = run_ok_json(
             p,
             &[
-                "--json", "bench", "--target", "aarch64", "--bundle", bundle, "--profile",
+                "--json",
+                "bench",
+                "--target",
+                "aarch64",
+                "--bundle",
+                bundle,
+                "--profile",
             ],
         );
         assert_eq!(v["passed"], true, "{v}");
         assert_eq!(v["emulated"], true);
         assert!(
-            v["notes"]
-                .as_array()
+            v["notes"].as_array().unwrap().iter().any(|n| n
+                .as_str()
                 .unwrap()
-                .iter()
-                .any(|n| n.as_str().unwrap().contains("emulated: latency is not a board figure")),
+                .contains("emulated: latency is not a board figure")),
             "{v}"
         );
         let m = &v["models"][0];
@@ -329,7 +403,9 @@ fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
             assert!(ph["warmup_runs"].as_u64().unwrap() >= 1, "{ph}");
         }
         let lat = &d["latency"][0];
-        for k in ["runs", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"] {
+        for k in [
+            "runs", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+        ] {
             assert!(lat[k].is_number(), "{k}: {lat}");
         }
         assert_eq!(lat["unsupported"], serde_json::json!(["p90", "p95", "p99"]));
@@ -341,22 +417,39 @@ fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
         assert!(ops.len() >= 5, "{profile}");
         let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
         assert!((share - 1.0).abs() < 1e-6, "{share}");
-        assert!(ops.iter().any(|o| o["macs"].as_u64().is_some_and(|m| m > 0)), "{profile}");
+        assert!(
+            ops.iter()
+                .any(|o| o["macs"].as_u64().is_some_and(|m| m > 0)),
+            "{profile}"
+        );
         let reuse = &d["state_reuse"];
         assert!(reuse["reused"]["p50_ms"].as_f64().unwrap() > 0.0, "{reuse}");
         assert!(reuse["fresh"]["p50_ms"].as_f64().unwrap() > 0.0, "{reuse}");
         let env = &v["environment"];
-        for k in ["tract_cpu_kind", "kernel_family", "runner_sha256", "affinity"] {
+        for k in [
+            "tract_cpu_kind",
+            "kernel_family",
+            "runner_sha256",
+            "affinity",
+        ] {
             assert!(env[k].is_string(), "{k}: {env}");
         }
         assert!(env["cores"].as_u64().unwrap() >= 1, "{env}");
         assert_eq!(env["threads"], 1);
-        assert!(v["emulated_cpu"].as_str().unwrap().contains("cortex-a72"), "{v}");
-        assert!(v["sizes"]["bundle_bytes"].as_u64().unwrap() > 1_000_000, "{v}");
-        assert!(v["sizes"]["models"][0]["weight_bytes"].as_u64().unwrap() > 10_000, "{v}");
+        assert!(
+            v["emulated_cpu"].as_str().unwrap().contains("cortex-a72"),
+            "{v}"
+        );
+        assert!(
+            v["sizes"]["bundle_bytes"].as_u64().unwrap() > 1_000_000,
+            "{v}"
+        );
+        assert!(
+            v["sizes"]["models"][0]["weight_bytes"].as_u64().unwrap() > 10_000,
+            "{v}"
+        );
         assert_eq!(
-            env["runner_sha256"],
-            built["manifest"]["files"][0]["sha256"],
+            env["runner_sha256"], built["manifest"]["files"][0]["sha256"],
             "the runner that ran is the one bundled"
         );
     }
@@ -376,7 +469,11 @@ fn host_runner() -> std::path::PathBuf {
         ])
         .output()
         .expect("cargo");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -387,8 +484,7 @@ fn host_runner() -> std::path::PathBuf {
 
 /// Edits a figure of a saved baseline through `f`.
 fn edit_baseline(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     f(&mut v);
     std::fs::write(path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
 }
@@ -453,7 +549,16 @@ fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
     let budget_ok = first["passed"] == true;
 
     // On itself (a loose latency threshold: the same machine, moments apart).
-    let again = bench(&["--baseline", "base.json", "--fail-regression", "400", "--warn-regression", "300", "--junit", "junit.xml"]);
+    let again = bench(&[
+        "--baseline",
+        "base.json",
+        "--fail-regression",
+        "400",
+        "--warn-regression",
+        "300",
+        "--junit",
+        "junit.xml",
+    ]);
     let v = json(&again);
     let names: Vec<&str> = v["checks"]
         .as_array()
@@ -496,7 +601,10 @@ fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
         })
         .count();
     assert_eq!(cases, names.len(), "{xml}");
-    assert!(xml.contains("name=\"fp32 batch-1 p50 vs baseline\""), "{xml}");
+    assert!(
+        xml.contains("name=\"fp32 batch-1 p50 vs baseline\""),
+        "{xml}"
+    );
 
     // Latency edited to be 10x better than measured: a failed check, exit code 3.
     edit_baseline(&p.join("base.json"), |b| {

@@ -421,9 +421,7 @@ fn environment(threads: usize) -> Environment {
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
             .map(|v| v.trim().to_string()),
-        runner_sha256: std::fs::read("/proc/self/exe")
-            .ok()
-            .map(|b| sha256_hex(&b)),
+        runner_sha256: std::fs::read("/proc/self/exe").ok().map(|b| sha256_hex(&b)),
     }
 }
 
@@ -493,7 +491,7 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
                 &bench,
                 manifest.logits_output,
             )
-                .map_err(|e| format!("{}: {e:#}", m.file))?,
+            .map_err(|e| format!("{}: {e:#}", m.file))?,
         );
     }
     Ok(RunnerResult {

@@ -162,10 +162,7 @@ pub fn manifest_digest_path(bundle: &Path) -> PathBuf {
 /// the SHA-256 of its manifest at [`manifest_digest_path`].
 pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> {
     let feed = ModelFeed {
-        inputs: format!(
-            "{} labelled test images",
-            inputs.shard.len()
-        ),
+        inputs: format!("{} labelled test images", inputs.shard.len()),
         ..ModelFeed::default()
     };
     write_bundle_with(dir, inputs, &feed)

@@ -100,7 +100,11 @@ pub fn run(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     } else if !global.quiet {
         print_human(&report);
     }
-    for c in report.checks.iter().filter(|c| c.outcome == Outcome::Warning) {
+    for c in report
+        .checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Warning)
+    {
         reporter.line(format!("warning: {}: {}", c.name, c.message));
     }
     report.verdict()?;
@@ -169,7 +173,14 @@ fn run_fleet(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
     if global.json {
         super::print_json(&serde_json::json!({ "devices": rows }))?;
     } else if !global.quiet {
-        let mut t = Table::new(["board", "target", "device", "result", "batch-1 p50 ms", "why"]);
+        let mut t = Table::new([
+            "board",
+            "target",
+            "device",
+            "result",
+            "batch-1 p50 ms",
+            "why",
+        ]);
         for row in &rows {
             let p50: Vec<String> = row
                 .result
@@ -243,11 +254,18 @@ const TOP_OPS: usize = 8;
 /// Load, plan, first run and warm-up per model and batch; memory peaks.
 fn print_phases(r: &BenchReport) {
     let mut t = Table::new([
-        "model", "batch", "load ms", "plan ms", "first run ms", "warm-up", "VmHWM load/plan/runs MiB",
+        "model",
+        "batch",
+        "load ms",
+        "plan ms",
+        "first run ms",
+        "warm-up",
+        "VmHWM load/plan/runs MiB",
     ]);
     for m in &r.models {
         let d = &m.device;
-        let mib = |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
+        let mib =
+            |k: Option<u64>| k.map_or("?".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
         let memory = d.memory.as_ref().map_or("n/a".to_string(), |mem| {
             format!(
                 "{} / {} / {}",
@@ -354,11 +372,15 @@ pub fn print_human(r: &BenchReport) {
             e.kernel_family,
             e.kernel.as_deref().unwrap_or("?"),
             e.governor.as_deref().unwrap_or("n/a"),
-            e.frequency_khz.map_or("n/a".into(), |f| (f / 1000).to_string()),
-            e.temperature_c.map_or("temperature n/a".into(), |t| format!("{t:.1} °C")),
+            e.frequency_khz
+                .map_or("n/a".into(), |f| (f / 1000).to_string()),
+            e.temperature_c
+                .map_or("temperature n/a".into(), |t| format!("{t:.1} °C")),
             e.threads,
             e.affinity.as_deref().unwrap_or("?"),
-            e.runner_sha256.as_deref().map_or("?", |d| &d[..d.len().min(16)]),
+            e.runner_sha256
+                .as_deref()
+                .map_or("?", |d| &d[..d.len().min(16)]),
         );
     }
     if let Some(cpu) = &r.emulated_cpu {
@@ -368,7 +390,12 @@ pub fn print_human(r: &BenchReport) {
         .sizes
         .models
         .iter()
-        .map(|m| format!("{} {} B (weights {} B)", m.model, m.file_bytes, m.weight_bytes))
+        .map(|m| {
+            format!(
+                "{} {} B (weights {} B)",
+                m.model, m.file_bytes, m.weight_bytes
+            )
+        })
         .collect();
     println!(
         "sizes: bundle {} B, runner {} B, {}",

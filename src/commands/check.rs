@@ -90,8 +90,8 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
             Ok((p, c, net))
         })
         .transpose()?;
-    let bytes = std::fs::read(&args.model)
-        .with_context(|| format!("reading {}", args.model.display()))?;
+    let bytes =
+        std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let metadata_norm = info.normalization.clone().or_else(|| {
         ckpt.as_ref()
             .map(|(_, c, _)| c.header.normalization.clone())
@@ -104,7 +104,11 @@ pub fn run(args: &CheckArgs, global: &GlobalArgs) -> Result<()> {
     )?;
     // A model without distill-edge metadata is fed as the preprocessing says.
     let ours = info.architecture.is_some() || info.normalization.is_some();
-    let io = if ours { ModelIo::default() } else { pre.model_io() };
+    let io = if ours {
+        ModelIo::default()
+    } else {
+        pre.model_io()
+    };
     let engines = engines_for(args, &args.model, threads, &io, &reporter)?;
 
     let dir = match (&ckpt, args.model.parent()) {

@@ -124,7 +124,12 @@ pub fn compare_with(
     let same_inputs = report.shard_sha256 == baseline.report.shard_sha256;
     let budget = target.budget.max_accuracy_drop;
     for base in &baseline.report.models {
-        let Some(new) = report.models.iter().find(|m| m.model == base.model).cloned() else {
+        let Some(new) = report
+            .models
+            .iter()
+            .find(|m| m.model == base.model)
+            .cloned()
+        else {
             report.check(
                 format!("{} vs baseline", base.model),
                 Outcome::Failed,
@@ -151,7 +156,11 @@ pub fn compare_with(
                     ),
                 );
             }
-            _ => report.check(name("top-1"), Outcome::Skipped, "unlabelled inputs: no accuracy"),
+            _ => report.check(
+                name("top-1"),
+                Outcome::Skipped,
+                "unlabelled inputs: no accuracy",
+            ),
         }
         let saved = baseline.outputs.iter().find(|o| o.model == base.model);
         match saved {
@@ -195,16 +204,25 @@ pub fn compare_with(
                 };
                 let figures = format!("{now:.3} ms against {old:.3} ms ({change:+.1}%)");
                 let (outcome, message) = if emulated {
-                    (Outcome::Skipped, format!("{figures}: not gated, {EMULATED}"))
+                    (
+                        Outcome::Skipped,
+                        format!("{figures}: not gated, {EMULATED}"),
+                    )
                 } else if change > thresholds.fail_pct {
                     (
                         Outcome::Failed,
-                        format!("{figures}: above the fail threshold of {}%", thresholds.fail_pct),
+                        format!(
+                            "{figures}: above the fail threshold of {}%",
+                            thresholds.fail_pct
+                        ),
                     )
                 } else if change > thresholds.warn_pct {
                     (
                         Outcome::Warning,
-                        format!("{figures}: above the warn threshold of {}%", thresholds.warn_pct),
+                        format!(
+                            "{figures}: above the warn threshold of {}%",
+                            thresholds.warn_pct
+                        ),
                     )
                 } else {
                     (Outcome::Passed, figures)
@@ -355,24 +373,46 @@ mod tests {
         let mut slower = report(false, 2.3, 90);
         compare_with(&mut slower, &baseline(&report(false, 2.0, 90)), &target, TH);
         assert!(slower.passed);
-        assert_eq!(outcome(&slower, "fp32 batch-1 p50 vs baseline"), Outcome::Warning);
+        assert_eq!(
+            outcome(&slower, "fp32 batch-1 p50 vs baseline"),
+            Outcome::Warning
+        );
         let mut slow = report(false, 2.6, 88);
         compare_with(&mut slow, &baseline(&report(false, 2.0, 90)), &target, TH);
         assert!(!slow.passed);
-        assert_eq!(outcome(&slow, "fp32 batch-1 p50 vs baseline"), Outcome::Failed);
+        assert_eq!(
+            outcome(&slow, "fp32 batch-1 p50 vs baseline"),
+            Outcome::Failed
+        );
         assert_eq!(outcome(&slow, "fp32 top-1 vs baseline"), Outcome::Failed);
 
         // Under emulation latency is never gated; accuracy still is.
         let mut emulated = report(true, 9.0, 90);
-        compare_with(&mut emulated, &baseline(&report(true, 2.0, 90)), &target, TH);
+        compare_with(
+            &mut emulated,
+            &baseline(&report(true, 2.0, 90)),
+            &target,
+            TH,
+        );
         assert!(emulated.passed, "{:?}", emulated.failures);
-        assert_eq!(outcome(&emulated, "fp32 batch-1 p50 vs baseline"), Outcome::Skipped);
+        assert_eq!(
+            outcome(&emulated, "fp32 batch-1 p50 vs baseline"),
+            Outcome::Skipped
+        );
 
         // Other outputs on the same inputs fail.
         let mut drifted = report(false, 2.0, 90);
         drifted.models[0].device_logits = vec![0.5, 2.5];
-        compare_with(&mut drifted, &baseline(&report(false, 2.0, 90)), &target, TH);
-        assert_eq!(outcome(&drifted, "fp32 outputs vs baseline"), Outcome::Failed);
+        compare_with(
+            &mut drifted,
+            &baseline(&report(false, 2.0, 90)),
+            &target,
+            TH,
+        );
+        assert_eq!(
+            outcome(&drifted, "fp32 outputs vs baseline"),
+            Outcome::Failed
+        );
     }
 
     #[test]
@@ -391,8 +431,14 @@ mod tests {
             },
         ];
         let xml = junit_xml(&[&r]);
-        assert!(xml.contains("name=\"a &lt;b&gt; &amp; &quot;c&quot;\""), "{xml}");
-        assert!(xml.contains("tests=\"2\" failures=\"1\" skipped=\"1\""), "{xml}");
+        assert!(
+            xml.contains("name=\"a &lt;b&gt; &amp; &quot;c&quot;\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("tests=\"2\" failures=\"1\" skipped=\"1\""),
+            "{xml}"
+        );
         let events: Vec<_> = xml::reader::EventReader::from_str(&xml)
             .into_iter()
             .collect::<Result<_, _>>()

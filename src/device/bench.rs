@@ -436,7 +436,10 @@ pub fn run_bundle(
     let emulated = transport.is_emulated();
     let mut notes = Vec::new();
     if emulated {
-        notes.push(format!("{EMULATED} (measured under {})", transport.describe()));
+        notes.push(format!(
+            "{EMULATED} (measured under {})",
+            transport.describe()
+        ));
     }
     if !manifest.inputs.is_empty() && manifest.host.iter().all(|h| h.correct.is_none()) {
         notes.push(format!(
@@ -503,7 +506,11 @@ pub fn run_bundle(
                 "unlabelled inputs: no accuracy",
             );
         } else {
-            report.check(format!("{} top-1 vs host", host.model), Outcome::Passed, message);
+            report.check(
+                format!("{} top-1 vs host", host.model),
+                Outcome::Passed,
+                message,
+            );
         }
         report.check(
             format!("{} outputs vs host", host.model),
@@ -529,7 +536,11 @@ pub fn run_bundle(
                 target.name, target.budget.latency_p50_ms
             );
             if emulated {
-                report.check(name, Outcome::Skipped, format!("{figures}: not gated, {EMULATED}"));
+                report.check(
+                    name,
+                    Outcome::Skipped,
+                    format!("{figures}: not gated, {EMULATED}"),
+                );
             } else if p > target.budget.latency_p50_ms {
                 report.check(name, Outcome::Failed, format!("{figures}: exceeded"));
             } else {
@@ -617,11 +628,7 @@ pub(crate) mod tests {
     }
 
     /// A bundle for `target` with `runner`, of a random cnn32-small and a synthetic shard.
-    pub(crate) fn bundle_for(
-        dir: &Path,
-        target: &TargetSpec,
-        runner: &Path,
-    ) -> std::path::PathBuf {
+    pub(crate) fn bundle_for(dir: &Path, target: &TargetSpec, runner: &Path) -> std::path::PathBuf {
         std::fs::create_dir_all(dir).unwrap();
         let splits = crate::data::load(&crate::data::DataSource::synthetic_default()).unwrap();
         let device = crate::runtime::cpu();

@@ -260,7 +260,12 @@ mod tests {
             "[[device]]\nname = \"a\"\nurl = \"qemu\"\n[[device]]\nname = \"a\"\nurl = \"local\"\n",
         )
         .unwrap();
-        assert!(read_inventory(&p, &[]).unwrap_err().to_string().contains("twice"));
+        assert!(
+            read_inventory(&p, &[])
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
     }
 
     /// qemu (an aarch64 bundle) and a real sshd on 127.0.0.1 (a bundle for this host) in one

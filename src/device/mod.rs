@@ -191,7 +191,6 @@ pub trait Transport {
             message: format!("--cpus {cpus}: this device cannot pin the runner"),
         })
     }
-
 }
 
 /// A parsed `--device` value: `local`, `qemu`, or `ssh://[user@]host[:port][/remote/dir]`.

@@ -23,7 +23,11 @@ pub fn latency_table(first: &str, rows: &[(String, usize, LatencyStats)]) -> Str
                 format!("{v:.3}")
             }
         };
-        let (p90, p95, p99) = (tail("p90", s.p90_ms), tail("p95", s.p95_ms), tail("p99", s.p99_ms));
+        let (p90, p95, p99) = (
+            tail("p90", s.p90_ms),
+            tail("p95", s.p95_ms),
+            tail("p99", s.p99_ms),
+        );
         t.row([
             name.clone(),
             batch.to_string(),
@@ -67,7 +71,11 @@ mod tests {
         let many: Vec<f64> = (1..=1000).map(f64::from).collect();
         let text = latency_table(
             "engine",
-            &[("tract".into(), 1, LatencyStats::from_samples(&many).unwrap())],
+            &[(
+                "tract".into(),
+                1,
+                LatencyStats::from_samples(&many).unwrap(),
+            )],
         );
         assert!(!text.contains('*'), "{text}");
     }

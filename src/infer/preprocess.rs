@@ -156,7 +156,8 @@ impl Preprocess {
             .as_deref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        let model = proto::decode(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+        let model =
+            proto::decode(bytes).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
         let declared = proto::input_shape(&model, 0).unwrap_or_default();
         let fixed = |i: usize| match declared.get(i) {
             Some(proto::Dim::Fixed(v)) if *v > 0 => Some(*v as usize),
@@ -164,9 +165,9 @@ impl Preprocess {
         };
         let given = match (&overrides.input_size, &file.input_size) {
             (Some(t), _) => Some(parse_size(t, "--input-size").map_err(invalid)?),
-            (None, Some(t)) => Some(
-                parse_size(t, &format!("{file_name}: input-size")).map_err(invalid)?,
-            ),
+            (None, Some(t)) => {
+                Some(parse_size(t, &format!("{file_name}: input-size")).map_err(invalid)?)
+            }
             (None, None) => None,
         };
         let input = match (given, fixed(1), fixed(2), fixed(3)) {
@@ -248,7 +249,10 @@ impl Preprocess {
             None => outputs.iter().position(|o| o == "logits").unwrap_or(0),
         };
         if outputs.is_empty() {
-            return Err(invalid(format!("{}: the model has no output", path.display())));
+            return Err(invalid(format!(
+                "{}: the model has no output",
+                path.display()
+            )));
         }
         Ok(Self {
             input,
@@ -341,7 +345,14 @@ impl Preprocess {
 
 /// Bilinear resize (half-pixel centres) of one `sh x sw` plane to `dh x dw`, each value
 /// passed to `push` in row-major order; a copy when the sizes agree.
-fn resize_into(plane: &[u8], sh: usize, sw: usize, dh: usize, dw: usize, mut push: impl FnMut(f32)) {
+fn resize_into(
+    plane: &[u8],
+    sh: usize,
+    sw: usize,
+    dh: usize,
+    dw: usize,
+    mut push: impl FnMut(f32),
+) {
     if (sh, sw) == (dh, dw) {
         plane.iter().for_each(|&v| push(v as f32));
         return;
@@ -426,6 +437,9 @@ mod tests {
             logits_name: "y".into(),
         };
         let v = p.images(&ds, &[0]).unwrap();
-        assert!((v[0] - 0.2).abs() < 1e-6 && v[1] == 0.0 && v[2] == 0.0, "{v:?}");
+        assert!(
+            (v[0] - 0.2).abs() < 1e-6 && v[1] == 0.0 && v[2] == 0.0,
+            "{v:?}"
+        );
     }
 }

@@ -61,11 +61,7 @@ impl TractEngine {
         Self::from_bytes_with(bytes, label, &super::ModelIo::default())
     }
 
-    fn from_bytes_with(
-        bytes: &[u8],
-        label: &str,
-        io: &super::ModelIo,
-    ) -> Result<Self, InferError> {
+    fn from_bytes_with(bytes: &[u8], label: &str, io: &super::ModelIo) -> Result<Self, InferError> {
         let started = std::time::Instant::now();
         let load = |message: String| InferError::Load {
             path: label.to_string(),
@@ -87,7 +83,9 @@ impl TractEngine {
         let input = match (&dims[..], io.input) {
             (&[_, Some(c), Some(h), Some(w)], None) => [c, h, w],
             (&[_, c, h, w], Some(given)) => {
-                for (declared, given, what) in [(c, given[0], "C"), (h, given[1], "H"), (w, given[2], "W")] {
+                for (declared, given, what) in
+                    [(c, given[0], "C"), (h, given[1], "H"), (w, given[2], "W")]
+                {
                     if let Some(d) = declared
                         && d != given
                     {
