@@ -424,7 +424,7 @@ impl Shard {
     /// Images in the shard.
     pub fn len(&self) -> usize {
         let per: usize = self.shape.iter().product();
-        if per == 0 { 0 } else { self.images.len() / per }
+        self.images.len().checked_div(per).unwrap_or(0)
     }
 
     /// No image.

@@ -142,13 +142,13 @@ impl TractEngine {
     pub fn prepare(&self, batch: usize) -> Result<(), InferError> {
         super::guard(&self.path, true, || {
             let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-            if !plans.contains_key(&batch) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = plans.entry(batch) {
                 let plan = self.plan(batch)?;
                 let state = TypedSimpleState::new(&plan).map_err(|e| InferError::Load {
                     path: self.path.clone(),
                     message: format!("{e:#}"),
                 })?;
-                plans.insert(batch, state);
+                slot.insert(state);
             }
             Ok(())
         })
