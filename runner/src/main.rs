@@ -375,11 +375,15 @@ fn read_trimmed(path: &str) -> Option<String> {
 }
 
 /// The CPU kind tract's aarch64 kernels were chosen for.
+#[cfg(target_arch = "aarch64")]
 fn tract_cpu_kind() -> String {
-    #[cfg(target_arch = "aarch64")]
-    return format!("{:?}", tract_linalg::arm64::Kind::choose());
-    #[cfg(not(target_arch = "aarch64"))]
-    return "n/a (not aarch64)".to_string();
+    format!("{:?}", tract_linalg::arm64::Kind::choose())
+}
+
+/// The CPU kind tract's aarch64 kernels were chosen for (none on other architectures).
+#[cfg(not(target_arch = "aarch64"))]
+fn tract_cpu_kind() -> String {
+    "n/a (not aarch64)".to_string()
 }
 
 /// Where this run happens: CPU, frequency, temperature, kernel, affinity, this binary's digest.
