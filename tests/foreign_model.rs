@@ -659,3 +659,127 @@ fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
 fn first_baseline(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
+
+/// Several boards from the command line and from an inventory: one row and one result file
+/// each; an unreachable board fails its row (exit 1 naming it), the others pass.
+#[test]
+fn several_boards_get_a_row_and_a_result_file_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    write_model(p, "resnet.onnx", &resnet(vec![]));
+    let runner = host_runner();
+    let mut args = vec![
+        "-q",
+        "build",
+        "--target",
+        "x86_64",
+        "--model",
+        "resnet.onnx",
+        "--runner",
+        runner.to_str().unwrap(),
+        "--out",
+        "dist/x86_64",
+        "--random-inputs",
+        "8",
+        "--runs",
+        "3",
+        "--seconds",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-seconds",
+        "0",
+        "--batches",
+        "1",
+    ];
+    args.extend_from_slice(FEED);
+    let out = run(p, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = format!("ssh://nobody@127.0.0.1:{closed}");
+    let out = run(
+        p,
+        &[
+            "--json",
+            "bench",
+            "--target",
+            "x86_64",
+            "--device",
+            "local",
+            "--device",
+            "local",
+            "--device",
+            &gone,
+            "--connect-timeout",
+            "3",
+            "--results",
+            "rows",
+            "--junit",
+            "fleet.xml",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let v = json(&out);
+    let rows = v["devices"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{v}");
+    assert_eq!(rows[0]["result"]["passed"], true, "{v}");
+    assert_eq!(rows[1]["result"]["passed"], true, "{v}");
+    assert!(rows[2]["result"].is_null());
+    assert!(
+        rows[2]["error"].as_str().unwrap().contains("127.0.0.1"),
+        "{v}"
+    );
+    let line = error_line(&out, p);
+    assert!(
+        line.contains("1 of 3 boards did not run") && line.contains("3-ssh"),
+        "{line}"
+    );
+    for row in rows {
+        let name = row["name"].as_str().unwrap();
+        assert!(
+            p.join("rows").join(format!("{name}.json")).is_file(),
+            "{name}"
+        );
+    }
+    let xml = std::fs::read_to_string(p.join("fleet.xml")).unwrap();
+    assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
+    assert!(xml.contains("<failure message="), "{xml}");
+
+    // An inventory, selected by tag: the two reachable boards only, exit 0.
+    std::fs::write(
+        p.join("devices.toml"),
+        format!(
+            "[[device]]\nname = \"here\"\nurl = \"local\"\ntarget = \"x86_64\"\ntags = [\"lab\"]\n\
+             [[device]]\nname = \"here-too\"\nurl = \"local\"\ntags = [\"lab\", \"x86\"]\n\
+             [[device]]\nname = \"gone\"\nurl = \"{gone}\"\n"
+        ),
+    )
+    .unwrap();
+    let v = run_ok_json(
+        p,
+        &[
+            "--json",
+            "bench",
+            "--target",
+            "x86_64",
+            "--devices",
+            "devices.toml",
+            "--tag",
+            "lab",
+            "--results",
+            "lab",
+        ],
+    );
+    let names: Vec<&str> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["here", "here-too"]);
+    assert!(p.join("lab/here-too.json").is_file());
+}
