@@ -392,50 +392,9 @@ fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
                 .contains("emulated: latency is not a board figure")),
             "{v}"
         );
-        let m = &v["models"][0];
-        assert_eq!(m["bit_identical"], true, "{m}");
-        assert_eq!(m["host_correct"].is_null(), !labelled, "{m}");
-        let d = &m["device"];
-        assert!(d["load_ms"].as_f64().unwrap() > 0.0, "{d}");
-        for ph in d["phases"].as_array().unwrap() {
-            assert!(ph["plan_ms"].as_f64().unwrap() > 0.0, "{ph}");
-            assert!(ph["first_run_ms"].as_f64().unwrap() > 0.0, "{ph}");
-            assert!(ph["warmup_runs"].as_u64().unwrap() >= 1, "{ph}");
-        }
-        let lat = &d["latency"][0];
-        for k in [
-            "runs", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
-        ] {
-            assert!(lat[k].is_number(), "{k}: {lat}");
-        }
-        assert_eq!(lat["unsupported"], serde_json::json!(["p90", "p95", "p99"]));
-        for k in ["after_load_kib", "after_plan_kib", "after_runs_kib"] {
-            assert!(d["memory"][k].as_u64().unwrap() > 0, "{k}: {d}");
-        }
-        let profile = &d["profile"];
-        let ops = profile["ops"].as_array().unwrap();
-        assert!(ops.len() >= 5, "{profile}");
-        let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
-        assert!((share - 1.0).abs() < 1e-6, "{share}");
-        assert!(
-            ops.iter()
-                .any(|o| o["macs"].as_u64().is_some_and(|m| m > 0)),
-            "{profile}"
-        );
-        let reuse = &d["state_reuse"];
-        assert!(reuse["reused"]["p50_ms"].as_f64().unwrap() > 0.0, "{reuse}");
-        assert!(reuse["fresh"]["p50_ms"].as_f64().unwrap() > 0.0, "{reuse}");
+        assert_runner_json(&v);
+        assert_eq!(v["models"][0]["host_correct"].is_null(), !labelled, "{v}");
         let env = &v["environment"];
-        for k in [
-            "tract_cpu_kind",
-            "kernel_family",
-            "runner_sha256",
-            "affinity",
-        ] {
-            assert!(env[k].is_string(), "{k}: {env}");
-        }
-        assert!(env["cores"].as_u64().unwrap() >= 1, "{env}");
-        assert_eq!(env["threads"], 1);
         assert!(
             v["emulated_cpu"].as_str().unwrap().contains("cortex-a72"),
             "{v}"
@@ -642,8 +601,13 @@ fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
         stderr(&out)
     );
     // --cpus pins the runner: its own affinity says so.
-    let pinned = json(&bench(&["--cpus", "0"]));
+    let pinned = json(&bench(&["--cpus", "0", "--profile"]));
     assert_eq!(pinned["environment"]["affinity"], "0", "{pinned}");
+    // On the host too, the runner's JSON carries every phase, memory figure, the profile and
+    // the environment.
+    assert_runner_json(&pinned);
+    assert!(pinned["emulated_cpu"].is_null());
+    assert_eq!(pinned["emulated"], false);
     let out = bench(&["--cpus", "0;1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(error_line(&out, p).contains("--cpus"), "{}", stderr(&out));
@@ -782,4 +746,52 @@ fn several_boards_get_a_row_and_a_result_file_each() {
         .collect();
     assert_eq!(names, ["here", "here-too"]);
     assert!(p.join("lab/here-too.json").is_file());
+}
+
+/// The runner's result as `bench --json --profile` shows it: every phase, memory figure, the
+/// profile, the state-reuse timing and the environment record.
+fn assert_runner_json(v: &serde_json::Value) {
+    let m = &v["models"][0];
+    assert_eq!(m["bit_identical"], true, "{m}");
+    let d = &m["device"];
+    assert!(d["load_ms"].as_f64().unwrap() > 0.0, "{d}");
+    for ph in d["phases"].as_array().unwrap() {
+        assert!(ph["plan_ms"].as_f64().unwrap() > 0.0, "{ph}");
+        assert!(ph["first_run_ms"].as_f64().unwrap() > 0.0, "{ph}");
+        assert!(ph["warmup_runs"].as_u64().unwrap() >= 1, "{ph}");
+    }
+    let lat = &d["latency"][0];
+    for k in [
+        "runs", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
+    ] {
+        assert!(lat[k].is_number(), "{k}: {lat}");
+    }
+    assert_eq!(lat["unsupported"], serde_json::json!(["p90", "p95", "p99"]));
+    for k in ["after_load_kib", "after_plan_kib", "after_runs_kib"] {
+        assert!(d["memory"][k].as_u64().unwrap() > 0, "{k}: {d}");
+    }
+    let profile = &d["profile"];
+    let ops = profile["ops"].as_array().unwrap();
+    assert!(ops.len() >= 5, "{profile}");
+    let share: f64 = ops.iter().map(|o| o["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "{share}");
+    assert!(
+        ops.iter()
+            .any(|o| o["macs"].as_u64().is_some_and(|m| m > 0)),
+        "{profile}"
+    );
+    let reuse = &d["state_reuse"];
+    assert!(reuse["reused"]["p50_ms"].as_f64().unwrap() > 0.0, "{reuse}");
+    assert!(reuse["fresh"]["p50_ms"].as_f64().unwrap() > 0.0, "{reuse}");
+    let env = &v["environment"];
+    for k in [
+        "tract_cpu_kind",
+        "kernel_family",
+        "runner_sha256",
+        "affinity",
+    ] {
+        assert!(env[k].is_string(), "{k}: {env}");
+    }
+    assert!(env["cores"].as_u64().unwrap() >= 1, "{env}");
+    assert_eq!(env["threads"], 1);
 }
