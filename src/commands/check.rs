@@ -271,6 +271,27 @@ fn print_human(r: &CheckReport) {
         })
         .collect();
     println!("{}", latency_table("engine", &rows));
+    let mut t = Table::new([
+        "engine",
+        "batch",
+        "load ms",
+        "plan ms",
+        "first run ms",
+        "warm-up",
+    ]);
+    for e in &r.engines {
+        for p in &e.phases {
+            t.row([
+                e.engine.clone(),
+                p.batch.to_string(),
+                e.load_ms.map_or("-".into(), |v| format!("{v:.2}")),
+                format!("{:.2}", p.plan_ms),
+                format!("{:.3}", p.first_run_ms),
+                format!("{} runs, {:.1} ms", p.warmup_runs, p.warmup_ms),
+            ]);
+        }
+    }
+    print!("{}", t.render());
     println!("inputs: {}", r.inputs);
     println!(
         "{}: {} bytes, {} parameters, {} MACs/image{}, {} threads",
