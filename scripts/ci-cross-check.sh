@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Cross-check for CI (yours and ours): build the bundle for each target, run it under qemu
 # (or natively for x86_64), and fail on any accuracy or output mismatch with the host.
-#   scripts/ci-cross-check.sh [--model M.onnx [--int8 Q.onnx] --config C.toml] [TARGET ...]
+#   scripts/ci-cross-check.sh [--model M.onnx [--int8 Q.onnx] --config C.toml]
+#       [--build-arg ARG ...] [--baseline DIR | --save-baseline DIR] [--junit DIR] [TARGET ...]
+# --baseline DIR compares each target with DIR/baseline-<target>.json (docs/CI.md: latency is
+# never gated under qemu), --save-baseline DIR writes them, --junit DIR writes
+# DIR/bench-<target>.xml; --build-arg passes one more argument to `build` (e.g.
+# --preprocess=pre.toml for a model distill-edge did not export).
 # Without --model, a tiny model is trained on generated data and exported (fp32 and int8).
 # Without targets, every file in targets/ is checked. The runner is cross-compiled by
 # `distill-edge build` from the sources embedded in the binary (runner/ is its own workspace,
@@ -10,12 +15,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-model=""; int8=""; config=""; targets=()
+model=""; int8=""; config=""; targets=(); build_extra=(); baseline=""; save_baseline=""; junit=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift 2 ;;
     --int8) int8=$2; shift 2 ;;
     --config) config=$2; shift 2 ;;
+    --build-arg) build_extra+=("$2"); shift 2 ;;
+    --baseline) baseline=$2; shift 2 ;;
+    --save-baseline) save_baseline=$2; shift 2 ;;
+    --junit) junit=$2; shift 2 ;;
     -*) echo "unknown option $1" >&2; exit 1 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -52,11 +61,15 @@ failed=0
 for t in "${targets[@]}"; do
   echo "== $t" >&2
   start=$SECONDS
-  if ! "$bin" -q build --target "$t" "${args[@]}" --out "$work/dist/$t" --runs 10; then
+  if ! "$bin" -q build --target "$t" "${args[@]}" "${build_extra[@]}" --out "$work/dist/$t" --runs 10; then
     failed=1; continue
   fi
   built=$((SECONDS - start))
-  if ! "$bin" bench --target "$t" --bundle "$work/dist/$t"; then
+  bench_args=()
+  [ -n "$baseline" ] && bench_args+=(--baseline "$baseline/baseline-$t.json")
+  [ -n "$save_baseline" ] && mkdir -p "$save_baseline" && bench_args+=(--save-baseline "$save_baseline/baseline-$t.json")
+  [ -n "$junit" ] && mkdir -p "$junit" && bench_args+=(--junit "$junit/bench-$t.xml")
+  if ! "$bin" bench --target "$t" --bundle "$work/dist/$t" "${bench_args[@]}"; then
     failed=1
   fi
   size=$(stat -c %s "$work/dist/$t/distill-edge-runner")

@@ -226,6 +226,51 @@ pub struct ExportArgs {
     pub data: DataArgs,
 }
 
+/// How to feed a model that distill-edge did not write (each flag overrides `--preprocess`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PreprocessArgs {
+    /// Preprocessing TOML: input-size, mean, std, channel-order, logits-output (see README).
+    #[arg(long, value_name = "FILE")]
+    pub preprocess: Option<PathBuf>,
+    /// Input image size when the model's is symbolic, e.g. `3x224x224`.
+    #[arg(long, value_name = "CxHxW")]
+    pub input_size: Option<String>,
+    /// Per-channel mean of pixels scaled to [0, 1], in the model's channel order.
+    #[arg(long, value_delimiter = ',', value_name = "M,...")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation, in the model's channel order.
+    #[arg(long, value_delimiter = ',', value_name = "S,...")]
+    pub std: Option<Vec<f32>>,
+    /// Channel order of the model's input: rgb (default) or bgr.
+    #[arg(long, value_name = "ORDER")]
+    pub channel_order: Option<crate::infer::preprocess::ChannelOrder>,
+    /// The output holding the logits: its name or index (default `logits`, else the first).
+    #[arg(long, value_name = "NAME|INDEX")]
+    pub logits_output: Option<String>,
+    /// Use N seeded random inputs instead of a labelled dataset: latency, memory, profile and
+    /// output parity only, no accuracy (the default for a model without distill-edge metadata
+    /// when no dataset is given).
+    #[arg(long, value_name = "N")]
+    pub random_inputs: Option<usize>,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub input_seed: u64,
+}
+
+impl PreprocessArgs {
+    /// The overrides these flags give.
+    pub fn overrides(&self) -> crate::infer::preprocess::PreprocessOverrides {
+        crate::infer::preprocess::PreprocessOverrides {
+            file: self.preprocess.clone(),
+            input_size: self.input_size.clone(),
+            mean: self.mean.clone(),
+            std: self.std.clone(),
+            channel_order: self.channel_order,
+            logits_output: self.logits_output.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// The ONNX model to check.
@@ -249,9 +294,15 @@ pub struct CheckArgs {
     /// Timed runs per batch size (after the warm-up).
     #[arg(long, default_value_t = 100, value_name = "N")]
     pub runs: usize,
-    /// Untimed warm-up runs per batch size.
+    /// Untimed warm-up runs per batch size (at least; see --warmup-seconds).
     #[arg(long, default_value_t = 10, value_name = "N")]
     pub warmup: usize,
+    /// The warm-up also lasts at least this many seconds.
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub warmup_seconds: f64,
+    /// Timed runs also last at least this many seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub seconds: f64,
     /// Fail when an engine's top-1 is more than this many percentage points below burn's
     /// (needs --checkpoint).
     #[arg(long, value_name = "POINTS")]
@@ -259,6 +310,8 @@ pub struct CheckArgs {
     /// Test images to use (default: all).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
 }
 
 /// Overrides shared by `distill` and `compare`.
@@ -481,26 +534,51 @@ pub struct BuildArgs {
     /// Bundle only: timed runs per batch size on the device.
     #[arg(long, default_value_t = 50, value_name = "N")]
     pub runs: usize,
-    /// Latency: untimed warm-up runs.
-    #[arg(long, default_value_t = 5, value_name = "N")]
+    /// Latency: untimed warm-up runs (at least; see --warmup-seconds).
+    #[arg(long, default_value_t = 10, value_name = "N")]
     pub warmup: usize,
+    /// Latency: the warm-up also lasts at least this many seconds.
+    #[arg(long, default_value_t = 0.5, value_name = "S")]
+    pub warmup_seconds: f64,
+    /// Bundle only: timed runs also last at least this many seconds.
+    #[arg(long, default_value_t = 1.0, value_name = "S")]
+    pub seconds: f64,
     /// Latency: batch sizes.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8], value_name = "N,...")]
     pub batches: Vec<usize>,
     /// Threads of tract's kernels on the device.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub device_threads: usize,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Target name or TOML path (as for `build`).
-    #[arg(long, short, value_name = "TARGET")]
-    pub target: String,
+    /// Target name or TOML path (as for `build`); with --devices, the target of boards
+    /// that do not name their own.
+    #[arg(
+        long,
+        short,
+        value_name = "TARGET",
+        required_unless_present = "devices"
+    )]
+    pub target: Option<String>,
     /// Where to run: `qemu` (default for cross targets), `local`, or
     /// `ssh://[user@]host[:port][/remote/dir]` (uses your ssh agent, keys and known_hosts).
-    #[arg(long, value_name = "DEVICE")]
-    pub device: Option<String>,
+    /// Repeat to run several boards in parallel, one row each.
+    #[arg(long, value_name = "DEVICE", conflicts_with = "devices")]
+    pub device: Vec<String>,
+    /// Inventory of boards (TOML `[[device]]` tables: name, url, target, tags, ssh-options):
+    /// every selected board runs in parallel with its own row and result file.
+    #[arg(long, value_name = "devices.toml")]
+    pub devices: Option<PathBuf>,
+    /// With --devices: only the boards carrying this tag (repeat: all of them).
+    #[arg(long, value_name = "TAG", requires = "devices")]
+    pub tag: Vec<String>,
+    /// With several boards: the directory of the per-board result files (`<name>.json`).
+    #[arg(long, default_value = "bench-results", value_name = "DIR")]
+    pub results: PathBuf,
     /// Bundle directory (default dist/<target>).
     #[arg(long, value_name = "DIR")]
     pub bundle: Option<PathBuf>,
@@ -519,6 +597,39 @@ pub struct BenchArgs {
     /// Threads of tract's kernels on the device (default: the bundle's).
     #[arg(long, value_name = "N")]
     pub device_threads: Option<usize>,
+    /// Timed runs also last at least this many seconds (default: the bundle's).
+    #[arg(long, value_name = "S")]
+    pub seconds: Option<f64>,
+    /// Untimed warm-up runs, at least (default: the bundle's).
+    #[arg(long, value_name = "N")]
+    pub warmup: Option<usize>,
+    /// The warm-up also lasts at least this many seconds (default: the bundle's).
+    #[arg(long, value_name = "S")]
+    pub warmup_seconds: Option<f64>,
+    /// Also profile the batch-1 plan per node with tract (top ops shown, all in the JSON) and
+    /// time batch 1 with a fresh tract state per run against one reused state.
+    #[arg(long)]
+    pub profile: bool,
+    /// Store this result (with the device outputs) as a baseline file.
+    #[arg(long, value_name = "FILE")]
+    pub save_baseline: Option<PathBuf>,
+    /// Compare with a baseline file: top-1 within the target's accuracy budget, outputs
+    /// within tolerance, latency p50/p90 regressions warned and failed by the thresholds
+    /// (never under emulation). A failed comparison exits with code 3.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Latency regression (percent over the baseline) that prints a warning.
+    #[arg(long, default_value_t = 10.0, value_name = "PCT")]
+    pub warn_regression: f64,
+    /// Latency regression (percent over the baseline) that fails the check.
+    #[arg(long, default_value_t = 25.0, value_name = "PCT")]
+    pub fail_regression: f64,
+    /// Write a JUnit XML report (one test case per check) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Pin the runner to these CPUs (`taskset -c` list, e.g. `2,3`; under qemu the emulator).
+    #[arg(long, value_name = "LIST")]
+    pub cpus: Option<String>,
 }
 
 #[cfg(test)]

@@ -36,6 +36,26 @@ pub struct ModelInfo {
     pub quantized: bool,
     /// Dataset kind the model was trained on.
     pub dataset: Option<String>,
+    /// Bytes of the initializers' data (the weights as stored in the file).
+    pub weight_bytes: u64,
+}
+
+/// Bytes of every initializer's data in `model` (raw data, or the typed fields at their
+/// element size).
+pub fn weight_bytes(model: &proto::pb::ModelProto) -> u64 {
+    let Some(graph) = model.graph.as_ref() else {
+        return 0;
+    };
+    graph
+        .initializer
+        .iter()
+        .map(|t| {
+            let raw = t.raw_data.as_ref().map_or(0, |r| r.len());
+            let typed = 4 * (t.float_data.len() + t.int32_data.len())
+                + 8 * (t.int64_data.len() + t.double_data.len() + t.uint64_data.len());
+            (raw + typed) as u64
+        })
+        .sum()
 }
 
 impl ModelInfo {
@@ -120,6 +140,7 @@ impl ModelInfo {
             path: path.to_path_buf(),
             bytes: bytes.len() as u64,
             parameters: proto::parameter_count(&model),
+            weight_bytes: weight_bytes(&model),
             macs: architecture.as_ref().map(Architecture::macs),
             architecture,
             normalization,
@@ -130,18 +151,24 @@ impl ModelInfo {
 }
 
 /// Results of one engine.
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct EngineReport {
     /// `tract` or `onnxruntime`.
     pub engine: String,
-    /// Top-1 on the test split (0..1).
-    pub accuracy: f64,
+    /// Top-1 on the test split (0..1); `None` on unlabelled (random) inputs.
+    pub accuracy: Option<f64>,
     /// Logits compared with the reference (burn when a checkpoint is given, else tract).
     pub parity: Option<Parity>,
     /// What `parity` compares against.
     pub parity_reference: Option<String>,
     /// Latency per batch size.
     pub latency: Vec<LatencyAt>,
+    /// Loading the model, milliseconds (when the engine measured it).
+    #[serde(default)]
+    pub load_ms: Option<f64>,
+    /// Plan, first run and warm-up per batch size (ONNX Runtime plans at load: plan 0).
+    #[serde(default)]
+    pub phases: Vec<distill_edge_schema::Phases>,
 }
 
 /// Latency of one batch size.
@@ -154,12 +181,14 @@ pub struct LatencyAt {
 }
 
 /// How to measure latency.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LatencyPlan {
     /// Batch sizes.
     pub batches: Vec<usize>,
     /// Untimed runs first.
     pub warmup: usize,
+    /// The warm-up lasts at least this many seconds too.
+    pub warmup_seconds: f64,
     /// Timed runs (at least).
     pub runs: usize,
     /// Keep running until this many seconds have passed (0 = just `runs`).
@@ -198,38 +227,68 @@ pub fn engine_logits(
 }
 
 /// Latency percentiles of `engine` at each batch size of `plan` (inputs from `images`,
-/// repeated if the split is smaller than the batch).
+/// repeated if the split is smaller than the batch), with the phases before them measured
+/// apart: plan, first run, warm-up (at least `plan.warmup` runs and `plan.warmup_seconds`).
 pub fn measure_latency(
     engine: &dyn Engine,
     images: &[f32],
     shape: [usize; 3],
     plan: &LatencyPlan,
 ) -> Result<Vec<LatencyAt>, InferError> {
+    Ok(measure_phases(engine, images, shape, plan)?.0)
+}
+
+/// [`measure_latency`] and the phases of each batch size.
+pub fn measure_phases(
+    engine: &dyn Engine,
+    images: &[f32],
+    shape: [usize; 3],
+    plan: &LatencyPlan,
+) -> Result<(Vec<LatencyAt>, Vec<distill_edge_schema::Phases>), InferError> {
     let per = shape.iter().product::<usize>();
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     let mut out = Vec::new();
+    let mut phases = Vec::new();
     for &b in &plan.batches {
         let data: Vec<f32> = images.iter().copied().cycle().take(b * per).collect();
         let batch = Batch {
             data: &data,
             shape: [b, shape[0], shape[1], shape[2]],
         };
-        for _ in 0..plan.warmup {
+        let t = Instant::now();
+        engine.prepare(b)?;
+        let plan_ms = ms(t);
+        let t = Instant::now();
+        engine.run(batch)?;
+        let first_run_ms = ms(t);
+        let t = Instant::now();
+        let mut warmup_runs = 0;
+        while warmup_runs < plan.warmup || t.elapsed().as_secs_f64() < plan.warmup_seconds {
             engine.run(batch)?;
+            warmup_runs += 1;
         }
+        let warmup_ms = ms(t);
         let mut samples = Vec::with_capacity(plan.runs);
         let started = Instant::now();
         while samples.len() < plan.runs.max(1) || started.elapsed().as_secs_f64() < plan.min_seconds
         {
             let t = Instant::now();
             engine.run(batch)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
+            samples.push(ms(t));
         }
         out.push(LatencyAt {
             batch: b,
             stats: LatencyStats::from_samples(&samples).expect("at least one sample"),
         });
+        phases.push(distill_edge_schema::Phases {
+            batch: b,
+            plan_ms,
+            first_run_ms,
+            warmup_runs,
+            warmup_ms,
+        });
     }
-    Ok(out)
+    Ok((out, phases))
 }
 
 /// Checks `engines` on the test split; `burn` = the trained network, for parity.
@@ -245,13 +304,54 @@ pub fn check_engines(
     let s = test.shape;
     let shape = [s.channels, s.height, s.width];
     let images = normalised(test, norm);
+    check_engines_on(
+        info,
+        engines,
+        burn,
+        &TestInputs {
+            images: &images,
+            shape,
+            labels: Some(&test.labels),
+        },
+        plan,
+        reporter,
+    )
+}
+
+/// Prepared inputs for [`check_engines_on`].
+pub struct TestInputs<'a> {
+    /// `[n, c, h, w]` f32, ready for the model.
+    pub images: &'a [f32],
+    /// `[c, h, w]`.
+    pub shape: [usize; 3],
+    /// One label per image; `None` for random inputs (no accuracy then).
+    pub labels: Option<&'a [u16]>,
+}
+
+/// Checks `engines` on prepared inputs: accuracy (when labelled), parity with `burn` (when
+/// given) or the first engine, latency.
+pub fn check_engines_on(
+    info: &ModelInfo,
+    engines: &[Box<dyn Engine>],
+    burn: Option<&ConvNet>,
+    inputs: &TestInputs<'_>,
+    plan: &LatencyPlan,
+    reporter: &Reporter,
+) -> Result<(Option<f64>, Vec<EngineReport>), InferError> {
+    let shape = inputs.shape;
+    let images = inputs.images;
+    let per = shape.iter().product::<usize>().max(1);
+    let count = images.len() / per;
     let accuracy = |logits: &[f32], classes: usize| {
+        let labels = inputs.labels?;
         let pred = argmax_rows(logits, classes);
-        pred.iter()
-            .zip(&test.labels)
-            .filter(|(p, l)| **p == **l as usize)
-            .count() as f64
-            / test.len().max(1) as f64
+        Some(
+            pred.iter()
+                .zip(labels)
+                .filter(|(p, l)| **p == **l as usize)
+                .count() as f64
+                / labels.len().max(1) as f64,
+        )
     };
     let burn_logits = burn.map(|net| {
         reporter.line("burn: forward pass on the test split");
@@ -270,8 +370,8 @@ pub fn check_engines(
     // burn's own output width, not the metadata's class count (which a model file may misstate).
     let burn_accuracy = burn_logits
         .as_ref()
-        .filter(|l| !l.is_empty() && !test.is_empty())
-        .map(|l| accuracy(l, l.len() / test.len()));
+        .filter(|l| !l.is_empty() && count > 0)
+        .and_then(|l| accuracy(l, l.len() / count));
     let tolerance = if info.quantized {
         Tolerance::Quantized
     } else {
@@ -283,11 +383,20 @@ pub fn check_engines(
         .map(|l| ("burn".to_string(), l));
     for engine in engines {
         reporter.line(format!(
-            "{}: accuracy on {} test images",
+            "{}: {} on {count} {}",
             engine.name(),
-            test.len()
+            if inputs.labels.is_some() {
+                "accuracy"
+            } else {
+                "outputs"
+            },
+            if inputs.labels.is_some() {
+                "test images"
+            } else {
+                "seeded random inputs"
+            }
         ));
-        let (logits, classes) = engine_logits(engine.as_ref(), &images, shape, 250)?;
+        let (logits, classes) = engine_logits(engine.as_ref(), images, shape, 250)?;
         non_finite_outputs(&info.path, engine.name(), &logits)?;
         let acc = accuracy(&logits, classes);
         let (parity, parity_reference) = match &reference {
@@ -298,8 +407,10 @@ pub fn check_engines(
             }
         };
         reporter.line(format!("{}: latency", engine.name()));
-        let latency = measure_latency(engine.as_ref(), &images, shape, plan)?;
+        let (latency, phases) = measure_phases(engine.as_ref(), images, shape, plan)?;
         reports.push(EngineReport {
+            load_ms: engine.load_ms(),
+            phases,
             engine: engine.name().to_string(),
             accuracy: acc,
             parity,
@@ -346,13 +457,15 @@ pub fn verdict(
                 p.problem.as_deref().unwrap_or("")
             ));
         }
-        if let (Some(reference), Some(max_drop)) = (burn_accuracy, max_accuracy_drop) {
-            let drop = 100.0 * (reference - r.accuracy);
+        if let (Some(reference), Some(max_drop), Some(accuracy)) =
+            (burn_accuracy, max_accuracy_drop, r.accuracy)
+        {
+            let drop = 100.0 * (reference - accuracy);
             if drop > max_drop {
                 failures.push(format!(
                     "{}: top-1 {} is {drop:.2} points below burn's {} (budget {max_drop})",
                     r.engine,
-                    crate::table::pct(r.accuracy),
+                    crate::table::pct(accuracy),
                     crate::table::pct(reference)
                 ));
             }
@@ -381,7 +494,7 @@ mod verdict_tests {
     fn report(engine: &str, accuracy: f64, parity_ok: Option<bool>) -> EngineReport {
         EngineReport {
             engine: engine.into(),
-            accuracy,
+            accuracy: Some(accuracy),
             parity: parity_ok.map(|ok| Parity {
                 max_abs: 0.0,
                 max_rel: 0.0,
@@ -391,6 +504,8 @@ mod verdict_tests {
             }),
             parity_reference: parity_ok.map(|_| "burn".into()),
             latency: vec![],
+            load_ms: None,
+            phases: vec![],
         }
     }
 

@@ -4,7 +4,7 @@
 //! latency, then prints one JSON document (the `distill-edge-schema` crate, shared with the host).
 //!
 //! Usage: `distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N]
-//!         [--seconds S] [--threads N] [--batches 1,8] [--no-verify]`
+//!         [--seconds S] [--warmup-seconds S] [--threads N] [--batches 1,8] [--profile] [--no-verify]`
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,11 +15,14 @@ use tract_onnx::prelude::*;
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
 use distill_edge_schema::{
-    BenchSettings, FORMAT, FileEntry, Latency, MANIFEST, Manifest, ModelResult, RunnerResult,
-    SHARD_BATCH, Shard, f32_le_bytes, sha256_hex,
+    BenchSettings, Environment, FORMAT, FileEntry, Latency, LatencyStats, MANIFEST, Manifest,
+    Memory, ModelResult, OpTime, Phases, Profile, RunnerResult, SHARD_BATCH, Shard, StateReuse,
+    f32_le_bytes, sha256_hex,
 };
+use tract_onnx::tract_core::internal::{Cost, format_err};
+use tract_onnx::tract_core::plan::SimpleState;
 
-const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--threads N] [--batches 1,8] [--no-verify]";
+const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--warmup-seconds S] [--threads N] [--batches 1,8] [--profile] [--no-verify]";
 
 #[derive(Default)]
 struct Args {
@@ -28,6 +31,8 @@ struct Args {
     runs: Option<usize>,
     warmup: Option<usize>,
     seconds: Option<f64>,
+    warmup_seconds: Option<f64>,
+    profile: bool,
     threads: Option<usize>,
     batches: Option<Vec<usize>>,
     verify: bool,
@@ -71,6 +76,14 @@ fn parse_args() -> Result<Args, String> {
                         .collect::<Result<_, _>>()?,
                 );
             }
+            "--warmup-seconds" => {
+                let v = value(&mut it, "--warmup-seconds")?;
+                a.warmup_seconds = Some(
+                    v.parse()
+                        .map_err(|_| format!("--warmup-seconds {v}: expected a number"))?,
+                );
+            }
+            "--profile" => a.profile = true,
             "--no-verify" => a.verify = false,
             "-h" | "--help" => return Err(USAGE.into()),
             "--version" => {
@@ -145,8 +158,101 @@ fn plan(model: &InferenceModel, batch: usize, shape: [usize; 3]) -> TractResult<
         .into_runnable()
 }
 
-fn logits(out: &TValue) -> TractResult<Vec<f32>> {
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+/// `VmHWM` (peak resident set) of this process, KiB.
+fn vm_hwm_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The logits output of a run as a flat vector.
+fn logits(outputs: &TVec<TValue>, index: usize) -> TractResult<Vec<f32>> {
+    let out = outputs
+        .get(index)
+        .ok_or_else(|| format_err!("the model has no output #{index} (the logits output)"))?;
     Ok(out.to_plain_array_view::<f32>()?.iter().copied().collect())
+}
+
+/// Runs `state` until both `runs` runs and `seconds` seconds are done; the time of each run, ms.
+fn timed_runs(
+    mut run: impl FnMut() -> TractResult<()>,
+    runs: usize,
+    seconds: f64,
+) -> TractResult<Vec<f64>> {
+    let mut samples = Vec::new();
+    let started = Instant::now();
+    while samples.len() < runs || started.elapsed().as_secs_f64() < seconds {
+        let t = Instant::now();
+        run()?;
+        samples.push(ms(t));
+    }
+    Ok(samples)
+}
+
+/// Per-node times of `plan` over `runs` runs of `input` (tract's profiling hook: every node's
+/// evaluation timed on its own).
+fn profile(plan: &Plan, input: &TValue, runs: usize) -> TractResult<Profile> {
+    let nodes = plan.model().nodes().len();
+    let mut spent = vec![0f64; nodes];
+    let mut ran = vec![false; nodes];
+    let mut state = SimpleState::new(plan)?;
+    let runs = runs.max(1);
+    for _ in 0..runs {
+        state.run_plan_with_eval(tvec!(input.clone()), |session, op_state, node, inputs| {
+            let t = Instant::now();
+            let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+            spent[node.id] += ms(t);
+            ran[node.id] = true;
+            out
+        })?;
+    }
+    let model = plan.model();
+    let total: f64 = spent.iter().sum::<f64>() / runs as f64;
+    let mut ops: Vec<OpTime> = (0..nodes)
+        .filter(|&i| ran[i])
+        .map(|i| {
+            let node = model.node(i);
+            let macs = model
+                .node_input_facts(i)
+                .and_then(|facts| node.op.cost(&facts))
+                .ok()
+                .and_then(|costs| {
+                    costs
+                        .iter()
+                        .filter(|(c, _)| matches!(c, Cost::FMA(_)))
+                        .map(|(_, n)| n.to_i64().ok())
+                        .sum::<Option<i64>>()
+                })
+                .filter(|m| *m > 0)
+                .map(|m| m as u64);
+            let mean = spent[i] / runs as f64;
+            OpTime {
+                node: i,
+                name: node.name.clone(),
+                op: node.op.name().to_string(),
+                ms: mean,
+                share: if total > 0.0 { mean / total } else { 0.0 },
+                macs,
+            }
+        })
+        .collect();
+    ops.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    Ok(Profile {
+        batch: 1,
+        runs,
+        total_ms: total,
+        ops,
+    })
 }
 
 fn run_model(
@@ -155,13 +261,20 @@ fn run_model(
     onnx: &[u8],
     shard: &Shard,
     bench: &BenchSettings,
+    logits_output: usize,
 ) -> TractResult<ModelResult> {
+    let t = Instant::now();
     let model = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_read(&mut &onnx[..])
-        .map_err(|e| tract_onnx::tract_core::internal::format_err!("loading: {e:#}"))?;
+        .map_err(|e| format_err!("loading: {e:#}"))?;
+    let load_ms = ms(t);
+    let mut memory = Memory {
+        after_load_kib: vm_hwm_kib(),
+        ..Memory::default()
+    };
     let per: usize = shard.shape.iter().product();
-    let n = shard.labels.len();
+    let n = shard.len();
     let mut all = Vec::new();
     let mut plans: std::collections::HashMap<usize, Plan> = Default::default();
     for start in (0..n).step_by(SHARD_BATCH) {
@@ -174,49 +287,71 @@ fn run_model(
             &shard.images[start * per..(start + b) * per],
         )?;
         let out = plans[&b].run(tvec!(input.into()))?;
-        all.extend(logits(&out[0])?);
+        all.extend(logits(&out, logits_output)?);
     }
-    let classes = shard.classes;
-    let correct = all
-        .chunks_exact(classes)
-        .zip(&shard.labels)
-        .filter(|(row, l)| {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                    if v > bv { (i, v) } else { (bi, bv) }
-                })
-                .0;
-            best == **l as usize
-        })
-        .count();
+    drop(plans);
+    let correct = shard.correct(&all);
     let bytes = f32_le_bytes(&all);
     let outputs_file = format!("outputs-{name}.bin");
-    std::fs::write(dir.join(&outputs_file), &bytes).map_err(|e| {
-        tract_onnx::tract_core::internal::format_err!("writing {outputs_file}: {e}")
-    })?;
+    std::fs::write(dir.join(&outputs_file), &bytes)
+        .map_err(|e| format_err!("writing {outputs_file}: {e}"))?;
 
     let mut latency = Vec::new();
+    let mut phases = Vec::new();
+    let mut state_reuse = None;
+    let mut profiled = None;
     for &b in &bench.batches {
+        let t = Instant::now();
         let p = plan(&model, b, shard.shape)?;
+        let plan_ms = ms(t);
+        memory.after_plan_kib = memory.after_plan_kib.max(vm_hwm_kib());
         let data: Vec<f32> = shard.images.iter().copied().cycle().take(b * per).collect();
         let input: TValue =
             Tensor::from_shape(&[b, shard.shape[0], shard.shape[1], shard.shape[2]], &data)?.into();
-        for _ in 0..bench.warmup {
-            p.run(tvec!(input.clone()))?;
+        // One state for every run of this plan: what an application keeps between frames.
+        let mut state = SimpleState::new(&p)?;
+        let t = Instant::now();
+        state.run(tvec!(input.clone()))?;
+        let first_run_ms = ms(t);
+        let t = Instant::now();
+        let warm = timed_runs(
+            || state.run(tvec!(input.clone())).map(drop),
+            bench.warmup,
+            bench.warmup_seconds,
+        )?;
+        let warmup_ms = ms(t);
+        let samples = timed_runs(
+            || state.run(tvec!(input.clone())).map(drop),
+            bench.runs.max(1),
+            bench.min_seconds,
+        )?;
+        phases.push(Phases {
+            batch: b,
+            plan_ms,
+            first_run_ms,
+            warmup_runs: warm.len(),
+            warmup_ms,
+        });
+        let reused = Latency::from_samples(b, &samples);
+        if bench.profile && b == 1 {
+            // A fresh state per run, right after the reused one, on the same plan and input.
+            let fresh = timed_runs(
+                || p.run(tvec!(input.clone())).map(drop),
+                bench.runs.max(1),
+                bench.min_seconds,
+            )?;
+            if let (Some(r), Some(f)) = (&reused, LatencyStats::from_samples(&fresh)) {
+                state_reuse = Some(StateReuse {
+                    batch: 1,
+                    reused: r.stats.clone(),
+                    fresh: f,
+                });
+            }
+            profiled = Some(profile(&p, &input, bench.runs)?);
         }
-        let mut samples = Vec::new();
-        let started = Instant::now();
-        while samples.len() < bench.runs.max(1)
-            || started.elapsed().as_secs_f64() < bench.min_seconds
-        {
-            let t = Instant::now();
-            p.run(tvec!(input.clone()))?;
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        latency.extend(Latency::from_samples(b, &samples));
+        latency.extend(reused);
     }
+    memory.after_runs_kib = vm_hwm_kib();
     Ok(ModelResult {
         model: name.to_string(),
         correct,
@@ -224,7 +359,74 @@ fn run_model(
         outputs_sha256: sha256_hex(&bytes),
         outputs_file,
         latency,
+        load_ms: Some(load_ms),
+        phases,
+        state_reuse,
+        memory: Some(memory),
+        profile: profiled,
     })
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// The CPU kind tract's aarch64 kernels were chosen for.
+#[cfg(target_arch = "aarch64")]
+fn tract_cpu_kind() -> String {
+    format!("{:?}", tract_linalg::arm64::Kind::choose())
+}
+
+/// The CPU kind tract's aarch64 kernels were chosen for (none on other architectures).
+#[cfg(not(target_arch = "aarch64"))]
+fn tract_cpu_kind() -> String {
+    "n/a (not aarch64)".to_string()
+}
+
+/// Where this run happens: CPU, frequency, temperature, kernel, affinity, this binary's digest.
+fn environment(threads: usize) -> Environment {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |key: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == key).then(|| v.trim().to_string())
+        })
+    };
+    let cpu_model = field("model name").or_else(|| {
+        field("CPU part").map(|part| {
+            format!(
+                "ARM implementer {} part {part}",
+                field("CPU implementer").unwrap_or_default()
+            )
+        })
+    });
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "processor"))
+        .count();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    Environment {
+        cpu_model,
+        cores: (cores > 0).then_some(cores),
+        tract_cpu_kind: tract_cpu_kind(),
+        kernel_family: tract_linalg::isa::native().nickname().to_string(),
+        governor: read_trimmed("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        frequency_khz: read_trimmed("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+            .and_then(|v| v.parse().ok()),
+        temperature_c: read_trimmed("/sys/class/thermal/thermal_zone0/temp")
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|m| m / 1000.0),
+        kernel: read_trimmed("/proc/sys/kernel/osrelease"),
+        threads,
+        affinity: status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string()),
+        runner_sha256: std::fs::read("/proc/self/exe").ok().map(|b| sha256_hex(&b)),
+    }
 }
 
 fn run(args: &Args) -> Result<RunnerResult, String> {
@@ -269,6 +471,10 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
     if let Some(t) = args.threads {
         bench.threads = t;
     }
+    if let Some(s) = args.warmup_seconds {
+        bench.warmup_seconds = s;
+    }
+    bench.profile |= args.profile;
     if let Some(b) = &args.batches {
         bench.batches = b.clone();
     }
@@ -281,8 +487,15 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
     for m in &manifest.models {
         let onnx = listed_read(&args.dir, &manifest, &m.file, args.verify)?;
         models.push(
-            run_model(&args.dir, &m.name, &onnx, &shard, &bench)
-                .map_err(|e| format!("{}: {e:#}", m.file))?,
+            run_model(
+                &args.dir,
+                &m.name,
+                &onnx,
+                &shard,
+                &bench,
+                manifest.logits_output,
+            )
+            .map_err(|e| format!("{}: {e:#}", m.file))?,
         );
     }
     Ok(RunnerResult {
@@ -293,6 +506,7 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
         threads: bench.threads.max(1),
         models,
         manifest_sha256: Some(manifest_sha256),
+        environment: Some(environment(bench.threads.max(1))),
     })
 }
 

@@ -42,8 +42,8 @@ pub struct ModelEntry {
 pub struct HostReference {
     /// Model name (`fp32`, `int8`).
     pub model: String,
-    /// Correct top-1 predictions on the shard.
-    pub correct: usize,
+    /// Correct top-1 predictions on the shard (`None`: unlabelled shard).
+    pub correct: Option<usize>,
     /// Images in the shard.
     pub images: usize,
     /// Hex SHA-256 of the logits as little-endian f32, row-major.
@@ -53,7 +53,7 @@ pub struct HostReference {
 }
 
 /// How the runner benchmarks latency.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchSettings {
     /// Batch sizes.
     pub batches: Vec<usize>,
@@ -65,6 +65,13 @@ pub struct BenchSettings {
     pub min_seconds: f64,
     /// Threads for tract's matrix kernels (1 = single-threaded).
     pub threads: usize,
+    /// Warm-up lasts at least this many seconds as well as `warmup` runs.
+    #[serde(default)]
+    pub warmup_seconds: f64,
+    /// Also time the batch-1 plan with a fresh tract state per run (the cost of not reusing
+    /// one) and profile the batch-1 plan per node.
+    #[serde(default)]
+    pub profile: bool,
 }
 
 /// `manifest.json`: what the bundle holds and what the host expects.
@@ -88,6 +95,12 @@ pub struct Manifest {
     pub host: Vec<HostReference>,
     /// Latency benchmark settings.
     pub bench: BenchSettings,
+    /// Index of the graph output that holds the logits (`[batch, classes]`).
+    #[serde(default)]
+    pub logits_output: usize,
+    /// What the shard holds, in words (a labelled test split, or seeded random inputs).
+    #[serde(default)]
+    pub inputs: String,
 }
 
 impl Manifest {
@@ -132,7 +145,7 @@ impl Manifest {
 /// the `p`-th percentile is `s[max(1, ceil(p * n / 100)) - 1]`, so every reported value is one
 /// of the measured samples (no interpolation). `min_ms` and `max_ms` are the 0th and 100th
 /// percentiles, `mean_ms` the arithmetic mean.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
     /// Number of samples summarised (finite samples only, see [`LatencyStats::from_samples`]).
     pub runs: usize,
@@ -148,7 +161,21 @@ pub struct LatencyStats {
     pub max_ms: f64,
     /// Arithmetic mean.
     pub mean_ms: f64,
+    /// 95th percentile by nearest rank.
+    #[serde(default)]
+    pub p95_ms: f64,
+    /// Sample standard deviation (0 for one sample).
+    #[serde(default)]
+    pub std_ms: f64,
+    /// The percentiles the run count cannot support (fewer than [`TAIL_SAMPLES`] samples
+    /// above them: p90 below 100 runs, p95 below 200, p99 below 1000): read them as rough.
+    #[serde(default)]
+    pub unsupported: Vec<String>,
 }
+
+/// Samples a percentile needs above it to be reported as supported (see
+/// [`LatencyStats::unsupported`]): p99 needs 1000 runs.
+pub const TAIL_SAMPLES: usize = 10;
 
 impl LatencyStats {
     /// Summarises `samples_ms` (in any order). Non-finite samples (NaN, ±infinity) are ignored,
@@ -166,6 +193,17 @@ impl LatencyStats {
         s.sort_by(f64::total_cmp);
         let n = s.len();
         let rank = |q: f64| s[((q * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let mean = s.iter().sum::<f64>() / n as f64;
+        let var = if n > 1 {
+            s.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1) as f64
+        } else {
+            0.0
+        };
+        let unsupported = [("p90", 90usize), ("p95", 95), ("p99", 99)]
+            .into_iter()
+            .filter(|(_, p)| n * (100 - p) < TAIL_SAMPLES * 100)
+            .map(|(name, _)| name.to_string())
+            .collect();
         Some(Self {
             runs: n,
             min_ms: s[0],
@@ -173,7 +211,10 @@ impl LatencyStats {
             p90_ms: rank(0.9),
             p99_ms: rank(0.99),
             max_ms: s[n - 1],
-            mean_ms: s.iter().sum::<f64>() / n as f64,
+            mean_ms: mean,
+            p95_ms: rank(0.95),
+            std_ms: var.sqrt(),
+            unsupported,
         })
     }
 }
@@ -181,7 +222,7 @@ impl LatencyStats {
 /// The runner's latency record for one batch size: the batch and its [`LatencyStats`]
 /// (flattened, so the JSON reads `{"batch": 1, "runs": …, "min_ms": …, …}`). Field access
 /// reaches the statistics directly (`latency.p50_ms`) through `Deref`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
     /// Images per run.
     pub batch: usize,
@@ -211,13 +252,109 @@ impl From<&Latency> for LatencyStats {
     }
 }
 
-/// The runner's result for one model.
+/// The phases before the steady state, for one batch size (all in milliseconds).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// Images per run.
+    pub batch: usize,
+    /// Optimising the loaded model into a runnable plan for this batch.
+    pub plan_ms: f64,
+    /// The first inference on the new plan (allocations, packing, caches).
+    pub first_run_ms: f64,
+    /// Untimed warm-up runs made (at least the setting's runs and seconds).
+    pub warmup_runs: usize,
+    /// Their total time.
+    pub warmup_ms: f64,
+}
+
+/// Batch-1 latency with one tract state reused across runs and with a fresh state per run,
+/// measured one after the other on the same plan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StateReuse {
+    /// Images per run (1).
+    pub batch: usize,
+    /// One state for every run (what the steady state uses).
+    pub reused: LatencyStats,
+    /// A fresh state per run (what `plan.run()` does).
+    pub fresh: LatencyStats,
+}
+
+/// Peak resident memory (`VmHWM` of `/proc/self/status`, KiB) at three points of one model's
+/// run. Under qemu user emulation it is the emulator's process (translation caches included).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// After parsing the model.
+    pub after_load_kib: Option<u64>,
+    /// After the plans were optimised.
+    pub after_plan_kib: Option<u64>,
+    /// After every timed run.
+    pub after_runs_kib: Option<u64>,
+}
+
+/// One node of tract's optimised plan in a per-node profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpTime {
+    /// Node id in the optimised plan.
+    pub node: usize,
+    /// Node name (from the ONNX graph, as tract kept it).
+    pub name: String,
+    /// tract's operator.
+    pub op: String,
+    /// Mean time per run, milliseconds.
+    pub ms: f64,
+    /// Share of the profiled run time (0..1).
+    pub share: f64,
+    /// Multiply-accumulates per run, where tract's cost model knows them.
+    pub macs: Option<u64>,
+}
+
+/// tract's per-node timing of the optimised batch-1 plan, slowest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Profile {
+    /// Images per run.
+    pub batch: usize,
+    /// Profiled runs (after the warm-up).
+    pub runs: usize,
+    /// Sum of the nodes' mean times, milliseconds.
+    pub total_ms: f64,
+    /// Every node that ran, slowest first.
+    pub ops: Vec<OpTime>,
+}
+
+/// Where a result was measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    /// CPU model from `/proc/cpuinfo` (`model name`, else the ARM implementer/part).
+    pub cpu_model: Option<String>,
+    /// Logical CPUs listed in `/proc/cpuinfo`.
+    pub cores: Option<usize>,
+    /// The CPU kind tract detected (aarch64: Cortex-A53/A55/A72..., Generic).
+    pub tract_cpu_kind: String,
+    /// The kernel family tract uses (its ISA nickname: neon, fp16, fma, ...).
+    pub kernel_family: String,
+    /// cpufreq governor of cpu0.
+    pub governor: Option<String>,
+    /// Current frequency of cpu0, kHz.
+    pub frequency_khz: Option<u64>,
+    /// Thermal zone 0, degrees Celsius.
+    pub temperature_c: Option<f64>,
+    /// Kernel version (`/proc/sys/kernel/osrelease`).
+    pub kernel: Option<String>,
+    /// Threads of tract's matrix kernels.
+    pub threads: usize,
+    /// CPUs the runner may run on (`Cpus_allowed_list` of `/proc/self/status`).
+    pub affinity: Option<String>,
+    /// SHA-256 of the runner binary that ran (`/proc/self/exe`).
+    pub runner_sha256: Option<String>,
+}
+
+/// The runner's result for one model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelResult {
     /// `fp32` or `int8`.
     pub model: String,
-    /// Correct top-1 predictions on the shard.
-    pub correct: usize,
+    /// Correct top-1 predictions on the shard (`None`: unlabelled shard).
+    pub correct: Option<usize>,
     /// Images in the shard.
     pub images: usize,
     /// Hex SHA-256 of the logits (little-endian f32, row-major).
@@ -226,6 +363,21 @@ pub struct ModelResult {
     pub outputs_file: String,
     /// Latency per batch size.
     pub latency: Vec<Latency>,
+    /// Parsing the model, milliseconds.
+    #[serde(default)]
+    pub load_ms: Option<f64>,
+    /// Plan, first run and warm-up per batch size.
+    #[serde(default)]
+    pub phases: Vec<Phases>,
+    /// Reused against fresh tract state at batch 1 (with `profile`).
+    #[serde(default)]
+    pub state_reuse: Option<StateReuse>,
+    /// Peak resident memory.
+    #[serde(default)]
+    pub memory: Option<Memory>,
+    /// Per-node profile (with `profile`).
+    #[serde(default)]
+    pub profile: Option<Profile>,
 }
 
 /// The runner's JSON document.
@@ -247,25 +399,63 @@ pub struct RunnerResult {
     /// the manifest it wrote. Absent in results of runners older than this field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_sha256: Option<String>,
+    /// Where it ran.
+    #[serde(default)]
+    pub environment: Option<Environment>,
 }
 
-/// A decoded test shard: normalised images and labels.
+/// A decoded test shard: normalised images and, for a labelled shard, their labels.
+///
+/// An unlabelled shard (`classes == 0`, `labels` empty) holds seeded random inputs: it gives
+/// latency, memory, profile and output parity, never an accuracy.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Shard {
     /// `[c, h, w]`.
     pub shape: [usize; 3],
-    /// Classes.
+    /// Classes (0: unlabelled).
     pub classes: usize,
-    /// Labels, one per image.
+    /// Labels, one per image (empty when unlabelled).
     pub labels: Vec<u16>,
     /// `[n, c, h, w]` normalised f32.
     pub images: Vec<f32>,
 }
 
 impl Shard {
-    /// Encodes: magic, u32 LE n, c, h, w, classes, n u16 LE labels, n*c*h*w f32 LE.
+    /// Images in the shard.
+    pub fn len(&self) -> usize {
+        let per: usize = self.shape.iter().product();
+        self.images.len().checked_div(per).unwrap_or(0)
+    }
+
+    /// No image.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the shard has labels (and so gives an accuracy).
+    pub fn is_labelled(&self) -> bool {
+        self.classes > 0
+    }
+
+    /// Correct top-1 predictions of `logits` (`[n, classes]`, row-major); `None` for an
+    /// unlabelled shard or logits of another width.
+    pub fn correct(&self, logits: &[f32]) -> Option<usize> {
+        if !self.is_labelled() || logits.len() != self.labels.len() * self.classes {
+            return None;
+        }
+        Some(
+            logits
+                .chunks_exact(self.classes)
+                .zip(&self.labels)
+                .filter(|(row, l)| argmax(row) == **l as usize)
+                .count(),
+        )
+    }
+
+    /// Encodes: magic, u32 LE n, c, h, w, classes, n u16 LE labels (none when `classes` is
+    /// 0), n*c*h*w f32 LE.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let n = self.labels.len();
+        let n = self.len();
         let mut out = Vec::with_capacity(28 + 2 * n + 4 * self.images.len());
         out.extend_from_slice(SHARD_MAGIC);
         for v in [n, self.shape[0], self.shape[1], self.shape[2], self.classes] {
@@ -293,8 +483,9 @@ impl Shard {
             .checked_mul(h)
             .and_then(|v| v.checked_mul(w))
             .ok_or("bad shape")?;
+        let label_bytes = if classes == 0 { 0 } else { 2 };
         let expected = n
-            .checked_mul(2)
+            .checked_mul(label_bytes)
             .and_then(|l| n.checked_mul(per)?.checked_mul(4)?.checked_add(l))
             .and_then(|v| v.checked_add(28))
             .ok_or("bad sizes")?;
@@ -304,7 +495,7 @@ impl Shard {
                 bytes.len()
             ));
         }
-        let labels: Vec<u16> = bytes[28..28 + 2 * n]
+        let labels: Vec<u16> = bytes[28..28 + label_bytes * n]
             .chunks_exact(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
             .collect();
@@ -317,7 +508,7 @@ impl Shard {
                 "label {l} of image {i} is not below {classes} classes"
             ));
         }
-        let images = bytes[28 + 2 * n..]
+        let images = bytes[28 + label_bytes * n..]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
@@ -328,6 +519,16 @@ impl Shard {
             images,
         })
     }
+}
+
+/// Index of the largest value (the first on ties; NaN never wins): top-1 on both sides.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+            if v > bv { (i, v) } else { (bi, bv) }
+        })
+        .0
 }
 
 /// Hex SHA-256 of bytes: the digest of manifest entries and of outputs, on both sides.
@@ -354,7 +555,7 @@ mod tests {
         let text = serde_json::to_string(&l).unwrap();
         assert_eq!(
             text,
-            r#"{"batch":8,"runs":4,"min_ms":1.0,"p50_ms":2.0,"p90_ms":4.0,"p99_ms":4.0,"max_ms":4.0,"mean_ms":2.5}"#
+            r#"{"batch":8,"runs":4,"min_ms":1.0,"p50_ms":2.0,"p90_ms":4.0,"p99_ms":4.0,"max_ms":4.0,"mean_ms":2.5,"p95_ms":4.0,"std_ms":1.2909944487358056,"unsupported":["p90","p95","p99"]}"#
         );
         let back: Latency = serde_json::from_str(&text).unwrap();
         assert_eq!(back, l);
@@ -392,7 +593,7 @@ mod tests {
             shard: "shard.bin".into(),
             host: vec![HostReference {
                 model: "fp32".into(),
-                correct: 0,
+                correct: Some(0),
                 images: 0,
                 outputs_sha256: String::new(),
                 outputs_file: "r.bin".into(),
@@ -403,7 +604,11 @@ mod tests {
                 runs: 1,
                 min_seconds: 0.0,
                 threads: 1,
+                warmup_seconds: 0.0,
+                profile: false,
             },
+            logits_output: 0,
+            inputs: String::new(),
         }
     }
 
@@ -459,5 +664,42 @@ mod tests {
         bad.labels[1] = 3;
         assert!(Shard::from_bytes(&bad.to_bytes()).is_err());
         assert!(Shard::from_bytes(b"nope").is_err());
+    }
+
+    #[test]
+    fn an_unlabelled_shard_round_trips_and_gives_no_accuracy() {
+        let shard = Shard {
+            shape: [1, 2, 2],
+            classes: 0,
+            labels: vec![],
+            images: (0..12).map(|v| v as f32).collect(),
+        };
+        let bytes = shard.to_bytes();
+        assert_eq!(bytes.len(), 28 + 4 * 12);
+        let back = Shard::from_bytes(&bytes).unwrap();
+        assert_eq!(back, shard);
+        assert_eq!((back.len(), back.is_labelled()), (3, false));
+        assert_eq!(back.correct(&[0.0; 6]), None);
+        let labelled = Shard {
+            classes: 2,
+            labels: vec![1, 0, 1],
+            ..shard
+        };
+        assert_eq!(labelled.correct(&[0.0, 1.0, 1.0, 0.0, 2.0, 1.0]), Some(2));
+    }
+
+    #[test]
+    fn percentiles_the_run_count_cannot_support_are_marked() {
+        let s = |n: usize| {
+            let v: Vec<f64> = (1..=n).map(|i| i as f64).collect();
+            LatencyStats::from_samples(&v).unwrap().unsupported
+        };
+        assert_eq!(s(99), ["p90", "p95", "p99"]);
+        assert_eq!(s(100), ["p95", "p99"]);
+        assert_eq!(s(200), ["p99"]);
+        assert_eq!(s(999), ["p99"]);
+        assert!(s(1000).is_empty());
+        let one = LatencyStats::from_samples(&[2.0]).unwrap();
+        assert_eq!(one.std_ms, 0.0);
     }
 }

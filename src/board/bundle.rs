@@ -77,10 +77,29 @@ pub fn make_shard(test: &Dataset, norm: &Normalization, n: usize) -> Shard {
     }
 }
 
-/// Logits of `engine` on the shard, in batches of [`SHARD_BATCH`] as the runner does.
+/// A shard of prepared, unlabelled inputs (`[n, c, h, w]`): seeded random inputs.
+pub fn unlabelled_shard(shape: [usize; 3], images: Vec<f32>) -> Shard {
+    Shard {
+        shape,
+        classes: 0,
+        labels: Vec::new(),
+        images,
+    }
+}
+
+/// Logits of `engine` on the shard, in batches of [`SHARD_BATCH`] as the runner does
+/// (output `logits_output`).
 pub fn shard_logits(engine: &TractEngine, shard: &Shard) -> Result<Vec<f32>, BundleError> {
+    shard_logits_of(engine, shard, 0)
+}
+
+fn shard_logits_of(
+    engine: &TractEngine,
+    shard: &Shard,
+    logits_output: usize,
+) -> Result<Vec<f32>, BundleError> {
     let per: usize = shard.shape.iter().product();
-    let n = shard.labels.len();
+    let n = shard.len();
     let mut all = Vec::new();
     for start in (0..n).step_by(SHARD_BATCH) {
         let b = SHARD_BATCH.min(n - start);
@@ -88,18 +107,30 @@ pub fn shard_logits(engine: &TractEngine, shard: &Shard) -> Result<Vec<f32>, Bun
             data: &shard.images[start * per..(start + b) * per],
             shape: [b, shard.shape[0], shard.shape[1], shard.shape[2]],
         })?;
-        all.extend(raw.into_iter().next().map(|(_, v)| v).unwrap_or_default());
+        all.extend(
+            raw.into_iter()
+                .nth(logits_output)
+                .map(|(_, v)| v)
+                .unwrap_or_default(),
+        );
     }
     Ok(all)
 }
 
-/// Correct top-1 predictions of `logits` on the shard.
-pub fn correct(logits: &[f32], shard: &Shard) -> usize {
-    crate::eval::classification::argmax_rows(logits, shard.classes)
-        .iter()
-        .zip(&shard.labels)
-        .filter(|(p, l)| **p == **l as usize)
-        .count()
+/// Correct top-1 predictions of `logits` on the shard (`None`: unlabelled shard).
+pub fn correct(logits: &[f32], shard: &Shard) -> Option<usize> {
+    shard.correct(logits)
+}
+
+/// What a bundle of a model distill-edge did not write needs besides [`BundleInputs`].
+#[derive(Clone, Debug, Default)]
+pub struct ModelFeed {
+    /// Input size and logits output for tract on the host.
+    pub io: crate::infer::ModelIo,
+    /// Index of the logits output (for the runner).
+    pub logits_output: usize,
+    /// What the shard holds, in words.
+    pub inputs: String,
 }
 
 /// What goes into a bundle.
@@ -130,6 +161,19 @@ pub fn manifest_digest_path(bundle: &Path) -> PathBuf {
 /// Writes the bundle into `dir` (replacing an earlier one only once complete), then records
 /// the SHA-256 of its manifest at [`manifest_digest_path`].
 pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> {
+    let feed = ModelFeed {
+        inputs: format!("{} labelled test images", inputs.shard.len()),
+        ..ModelFeed::default()
+    };
+    write_bundle_with(dir, inputs, &feed)
+}
+
+/// [`write_bundle`] for a model fed as `feed` says.
+pub fn write_bundle_with(
+    dir: &Path,
+    inputs: &BundleInputs<'_>,
+    feed: &ModelFeed,
+) -> Result<Manifest, BundleError> {
     let name = dir
         .file_name()
         .ok_or_else(|| BundleError::Invalid(format!("{}: not a directory name", dir.display())))?
@@ -138,7 +182,7 @@ pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, B
     let parent = dir.parent().unwrap_or(Path::new("."));
     // Removed on drop: a failed fill leaves nothing behind.
     let tmp = crate::fsutil::sibling_temp_dir(dir).map_err(io(parent))?;
-    let manifest = fill(tmp.path(), inputs)?;
+    let manifest = fill(tmp.path(), inputs, feed)?;
     let manifest_path = tmp.path().join(MANIFEST);
     let digest = sha256_file(&manifest_path).map_err(io(&manifest_path))?;
     let old = parent.join(format!(
@@ -154,7 +198,7 @@ pub fn write_bundle(dir: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, B
     Ok(manifest)
 }
 
-fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> {
+fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manifest, BundleError> {
     let mut files = Vec::new();
     let mut add = |file: &str| -> Result<(), BundleError> {
         let p = tmp.join(file);
@@ -184,7 +228,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         let file = format!("student-{name}.onnx");
         copy(src, &tmp.join(&file))?;
         add(&file)?;
-        let engine = TractEngine::load(&tmp.join(&file))?;
+        let engine = TractEngine::load_with(&tmp.join(&file), &feed.io)?;
         let [c, h, w] = engine.input_shape();
         if [c, h, w] != inputs.shard.shape {
             return Err(BundleError::Invalid(format!(
@@ -193,7 +237,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
                 inputs.shard.shape
             )));
         }
-        let logits = shard_logits(&engine, inputs.shard)?;
+        let logits = shard_logits_of(&engine, inputs.shard, feed.logits_output)?;
         let bytes = f32_le_bytes(&logits);
         let reference = format!("reference-{name}.bin");
         let reference_path = tmp.join(&reference);
@@ -202,7 +246,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         host.push(HostReference {
             model: name.clone(),
             correct: correct(&logits, inputs.shard),
-            images: inputs.shard.labels.len(),
+            images: inputs.shard.len(),
             outputs_sha256: sha256_hex(&bytes),
             outputs_file: reference,
         });
@@ -221,6 +265,8 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>) -> Result<Manifest, BundleError> 
         shard: shard_file.into(),
         host,
         bench: inputs.bench.clone(),
+        logits_output: feed.logits_output,
+        inputs: feed.inputs.clone(),
     };
     // Every file the runner and the host need is listed with its digest.
     manifest.check_listed().map_err(BundleError::Invalid)?;

@@ -7,14 +7,17 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::board::TargetSpec;
-use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+use crate::board::bundle::{
+    BundleInputs, ModelFeed, make_shard, unlabelled_shard, write_bundle_with,
+};
 use crate::board::cross::build_runner;
 use crate::cli::{BuildArgs, GlobalArgs};
 use crate::data;
 use crate::hostcheck::ModelInfo;
+use crate::infer::preprocess::Preprocess;
 use crate::progress::Reporter;
 use crate::table::Table;
-use distill_edge_schema::{BenchSettings, Manifest};
+use distill_edge_schema::{BenchSettings, Manifest, Shard};
 
 /// What `build` produced.
 #[derive(Debug, Serialize)]
@@ -155,20 +158,43 @@ fn resolve_target(name: &str, args: &BuildArgs) -> Result<TargetSpec> {
     Ok(target)
 }
 
-/// Loads `model` in tract and runs the first image of `shard` through it.
-fn smoke_test(model: &Path, shard: &distill_edge_schema::Shard) -> Result<()> {
-    let engine = crate::infer::tract::TractEngine::load(model)?;
+/// Loads `model` in tract (fed as `io` says) and runs the first image of `shard` through it.
+fn smoke_test(
+    model: &Path,
+    shard: &distill_edge_schema::Shard,
+    io: &crate::infer::ModelIo,
+) -> Result<()> {
+    let engine = crate::infer::tract::TractEngine::load_with(model, io)?;
     let [c, h, w] = shard.shape;
     if let Some(first) = shard.images.get(..c * h * w)
         && engine.input_shape() == [c, h, w]
     {
-        crate::infer::Engine::run(
-            &engine,
-            crate::infer::Batch {
-                data: first,
-                shape: [1, c, h, w],
-            },
-        )?;
+        engine.run_raw(crate::infer::Batch {
+            data: first,
+            shape: [1, c, h, w],
+        })?;
+    }
+    Ok(())
+}
+
+/// Every operator of the models that tract cannot run, all listed in one error.
+pub fn refuse_unsupported_ops(models: &[&Path]) -> Result<()> {
+    let mut found = Vec::new();
+    for m in models {
+        let bytes = std::fs::read(m).with_context(|| format!("reading {}", m.display()))?;
+        let ops = crate::infer::tract::unsupported_ops(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", m.display()))?;
+        found.extend(
+            ops.into_iter()
+                .map(|o| format!("{} ({}: {})", o.op_type, m.display(), o.node)),
+        );
+    }
+    if !found.is_empty() {
+        anyhow::bail!(
+            "tract cannot run {} node(s): {}; no runner was built",
+            found.len(),
+            found.join(", ")
+        );
     }
     Ok(())
 }
@@ -181,18 +207,64 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
     };
     let target = resolve_target(target, args)?;
     let info = ModelInfo::read(model)?;
-    let norm = info
-        .normalization
-        .clone()
-        .context("the model has no normalisation metadata (export it with distill-edge export)")?;
+    // All unsupported operators at once, before the (slow) cross build.
+    let all_models: Vec<&Path> = std::iter::once(model).chain(args.int8.as_deref()).collect();
+    refuse_unsupported_ops(&all_models)?;
+    let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
+    let pre = Preprocess::resolve(
+        model,
+        &bytes,
+        &args.preprocess.overrides(),
+        info.normalization.as_ref(),
+    )?;
+    let ours = info.architecture.is_some() || info.normalization.is_some();
     let dir = model.parent().unwrap_or(Path::new("."));
-    let source = super::data_for_model(dir, args.config.as_deref(), &args.data)?;
-    let splits = data::load(&source)?;
-    let shard = make_shard(&splits.test, &norm, args.shard_size);
+    let data_given = args.config.is_some()
+        || args.data.data.is_some()
+        || args.data.data_path.is_some()
+        || dir.join(crate::train::supervised::CONFIG_FILE).is_file();
+    let random = args
+        .preprocess
+        .random_inputs
+        .or((!data_given && !ours).then_some(args.shard_size));
+    let (shard, inputs) = if let Some(n) = random {
+        let images = pre.random_inputs(n, args.preprocess.input_seed);
+        (
+            unlabelled_shard(pre.input, images),
+            format!(
+                "{n} seeded random inputs (seed {}): latency, memory, profile and output parity only, no accuracy",
+                args.preprocess.input_seed
+            ),
+        )
+    } else {
+        let source = super::data_for_model(dir, args.config.as_deref(), &args.data)?;
+        let splits = data::load(&source)?;
+        let shard = if ours {
+            let norm = info.normalization.clone().context(
+                "the model has no normalisation metadata (export it with distill-edge export, or give --mean/--std)",
+            )?;
+            make_shard(&splits.test, &norm, args.shard_size)
+        } else {
+            let picks: Vec<usize> = (0..args.shard_size.min(splits.test.len())).collect();
+            Shard {
+                shape: pre.input,
+                classes: splits.test.classes.len(),
+                labels: picks.iter().map(|&i| splits.test.labels[i]).collect(),
+                images: pre.images(&splits.test, &picks)?,
+            }
+        };
+        let inputs = format!("{} labelled test images of {}", shard.len(), source.name());
+        (shard, inputs)
+    };
+    let io = if ours {
+        crate::infer::ModelIo::default()
+    } else {
+        pre.model_io()
+    };
     // Fail on a model the host engine cannot run before the (slow) cross build and before
     // the bundle's temporary directory, with the error naming the file given.
-    for m in std::iter::once(model).chain(args.int8.as_deref()) {
-        smoke_test(m, &shard)?;
+    for m in &all_models {
+        smoke_test(m, &shard, &io)?;
     }
 
     let t = Instant::now();
@@ -217,11 +289,10 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
         .clone()
         .unwrap_or_else(|| PathBuf::from("dist").join(&target.name));
     reporter.line(format!(
-        "writing bundle {} ({} test images, host reference with tract)",
+        "writing bundle {} ({inputs}; host reference with tract)",
         out.display(),
-        shard.labels.len()
     ));
-    let manifest = write_bundle(
+    let manifest = write_bundle_with(
         &out,
         &BundleInputs {
             target: &target,
@@ -232,9 +303,16 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
                 batches: args.batches.clone(),
                 warmup: args.warmup,
                 runs: args.runs,
-                min_seconds: 0.0,
+                min_seconds: args.seconds,
                 threads: args.device_threads.max(1),
+                warmup_seconds: args.warmup_seconds,
+                profile: false,
             },
+        },
+        &ModelFeed {
+            io,
+            logits_output: if ours { 0 } else { pre.logits_output },
+            inputs,
         },
     )?;
     let runner_bytes = std::fs::metadata(out.join("distill-edge-runner"))
@@ -260,11 +338,18 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
         }
         print!("{}", t.render());
         for h in &report.manifest.host {
-            println!(
-                "host tract {}: {}/{} correct on the shard",
-                h.model, h.correct, h.images
-            );
+            match h.correct {
+                Some(c) => println!(
+                    "host tract {}: {c}/{} correct on the shard",
+                    h.model, h.images
+                ),
+                None => println!(
+                    "host tract {}: outputs of {} inputs recorded",
+                    h.model, h.images
+                ),
+            }
         }
+        println!("inputs: {}", report.manifest.inputs);
         println!(
             "bundle {} for {} ({}); run it with: distill-edge bench --target {}",
             out.display(),

@@ -48,10 +48,10 @@ pub enum BenchError {
 pub struct ModelCheck {
     /// `fp32` / `int8`.
     pub model: String,
-    /// Host tract correct count on the shard.
-    pub host_correct: usize,
+    /// Host tract correct count on the shard (`None`: unlabelled inputs).
+    pub host_correct: Option<usize>,
     /// Device correct count.
-    pub device_correct: usize,
+    pub device_correct: Option<usize>,
     /// Shard size.
     pub images: usize,
     /// Device logits bit-identical to the host's.
@@ -62,10 +62,38 @@ pub struct ModelCheck {
     pub p50_ms: Option<f64>,
     /// The device's full result.
     pub device: ModelResult,
+    /// The device's logits on the shard (kept in memory for a baseline, not in bench.json).
+    #[serde(skip)]
+    pub device_logits: Vec<f32>,
+}
+
+/// The outcome of one check, for the table and JUnit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Passed.
+    Passed,
+    /// Passed with a warning (a latency regression above the warn threshold).
+    Warning,
+    /// Failed: the command exits with code 3.
+    Failed,
+    /// Not judged (e.g. latency under emulation), with the reason.
+    Skipped,
+}
+
+/// One named check of a bench run.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct Check {
+    /// What was checked, e.g. `fp32 top-1 vs host`.
+    pub name: String,
+    /// How it went.
+    pub outcome: Outcome,
+    /// The figures behind it.
+    pub message: String,
 }
 
 /// What `bench` found.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct BenchReport {
     /// Target name.
     pub target: String,
@@ -87,7 +115,96 @@ pub struct BenchReport {
     pub failures: Vec<String>,
     /// Notes (e.g. emulated latency).
     pub notes: Vec<String>,
+    /// What the shard holds (labelled test images or seeded random inputs).
+    #[serde(default)]
+    pub inputs: String,
+    /// Where the runner ran, as it reported it.
+    #[serde(default)]
+    pub environment: Option<distill_edge_schema::Environment>,
+    /// Under emulation: the CPU emulated (the target's `-cpu`), else `None`.
+    #[serde(default)]
+    pub emulated_cpu: Option<String>,
+    /// Sizes on disk.
+    #[serde(default)]
+    pub sizes: Sizes,
+    /// Every check made, passed or not (`failures` repeats the failed ones' messages).
+    #[serde(default)]
+    pub checks: Vec<Check>,
+    /// SHA-256 of the shard the runner ran (what a baseline's outputs are comparable on).
+    #[serde(default)]
+    pub shard_sha256: String,
 }
+
+impl BenchReport {
+    /// Records a check; a failed one also goes to `failures` and clears `passed`.
+    pub fn check(&mut self, name: impl Into<String>, outcome: Outcome, message: impl Into<String>) {
+        let (name, message) = (name.into(), message.into());
+        if outcome == Outcome::Failed {
+            self.failures.push(format!("{name}: {message}"));
+            self.passed = false;
+        }
+        self.checks.push(Check {
+            name,
+            outcome,
+            message,
+        });
+    }
+}
+
+/// Sizes on disk of a bundle and its models.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct Sizes {
+    /// Every file of the bundle, manifest included.
+    pub bundle_bytes: u64,
+    /// The runner binary.
+    pub runner_bytes: u64,
+    /// Per model.
+    pub models: Vec<ModelSize>,
+}
+
+/// A model's size on disk and the bytes of its weights.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ModelSize {
+    /// `fp32` / `int8`.
+    pub model: String,
+    /// The ONNX file.
+    pub file_bytes: u64,
+    /// Its initializers' data.
+    pub weight_bytes: u64,
+}
+
+/// Sizes of `bundle` (every file listed in `manifest`, plus the manifest).
+fn sizes(bundle: &Path, manifest: &Manifest) -> Sizes {
+    let manifest_bytes = std::fs::metadata(bundle.join(MANIFEST)).map_or(0, |m| m.len());
+    Sizes {
+        bundle_bytes: manifest_bytes + manifest.files.iter().map(|f| f.bytes).sum::<u64>(),
+        runner_bytes: manifest
+            .entry(distill_edge_schema::RUNNER)
+            .map_or(0, |e| e.bytes),
+        models: manifest
+            .models
+            .iter()
+            .map(|m| ModelSize {
+                model: m.name.clone(),
+                file_bytes: manifest.entry(&m.file).map_or(0, |e| e.bytes),
+                weight_bytes: std::fs::read(bundle.join(&m.file))
+                    .ok()
+                    .and_then(|b| crate::onnx::proto::decode(&b).ok())
+                    .map_or(0, |m| crate::hostcheck::weight_bytes(&m)),
+            })
+            .collect(),
+    }
+}
+
+/// The CPU a target's emulator emulates (its `-cpu` argument).
+pub fn emulated_cpu(target: &TargetSpec) -> Option<String> {
+    let e = &target.emulator;
+    let i = e.iter().position(|a| a == "-cpu")?;
+    e.get(i + 1).cloned()
+}
+
+/// The words every emulated result carries.
+pub const EMULATED: &str = "emulated: latency is not a board figure";
 
 impl BenchReport {
     /// `Ok` when the bundle passed on the device, else the failed check (exit code 3).
@@ -111,6 +228,12 @@ pub struct RunnerOverrides {
     pub threads: Option<usize>,
     /// Minimum seconds of timing.
     pub seconds: Option<f64>,
+    /// Warm-up runs (at least).
+    pub warmup: Option<usize>,
+    /// Warm-up seconds (at least).
+    pub warmup_seconds: Option<f64>,
+    /// Per-node profile and the state-reuse comparison.
+    pub profile: bool,
 }
 
 /// The local bundle's manifest and the SHA-256 of its bytes, which must equal the digest
@@ -235,6 +358,15 @@ pub fn run_bundle(
     if let Some(s) = overrides.seconds {
         args.extend(["--seconds".into(), s.to_string()]);
     }
+    if let Some(w) = overrides.warmup {
+        args.extend(["--warmup".into(), w.to_string()]);
+    }
+    if let Some(s) = overrides.warmup_seconds {
+        args.extend(["--warmup-seconds".into(), s.to_string()]);
+    }
+    if overrides.profile {
+        args.push("--profile".into());
+    }
     // CPU-feature overrides matter only under emulation, where /proc/cpuinfo is the host's.
     let env: Vec<(String, String)> = if transport.is_emulated() {
         target.env.clone().into_iter().collect()
@@ -302,18 +434,48 @@ pub fn run_bundle(
     }
 
     let emulated = transport.is_emulated();
-    let mut failures = Vec::new();
     let mut notes = Vec::new();
     if emulated {
         notes.push(format!(
-            "latency measured under emulation ({}): not a board figure",
+            "{EMULATED} (measured under {})",
             transport.describe()
         ));
     }
-    let mut models = Vec::new();
+    if !manifest.inputs.is_empty() && manifest.host.iter().all(|h| h.correct.is_none()) {
+        notes.push(format!(
+            "inputs: {}: no accuracy on the device either",
+            manifest.inputs
+        ));
+    }
+    let mut report = BenchReport {
+        target: target.name.clone(),
+        device: transport.describe(),
+        emulated,
+        arch: result.arch.clone(),
+        models: Vec::new(),
+        latency_budget_ms: target.budget.latency_p50_ms,
+        seconds: 0.0,
+        passed: true,
+        failures: Vec::new(),
+        notes,
+        inputs: manifest.inputs.clone(),
+        environment: result.environment.clone(),
+        emulated_cpu: if emulated { emulated_cpu(target) } else { None },
+        sizes: sizes(bundle, &manifest),
+        checks: Vec::new(),
+        shard_sha256: manifest
+            .entry(&manifest.shard)
+            .map(|e| e.sha256.clone())
+            .unwrap_or_default(),
+    };
+    let count = |c: Option<usize>| c.map_or_else(|| "n/a".to_string(), |c| c.to_string());
     for host in &manifest.host {
         let Some(dev) = result.models.iter().find(|m| m.model == host.model) else {
-            failures.push(format!("{}: the runner reported no result", host.model));
+            report.check(
+                format!("{} ran", host.model),
+                Outcome::Failed,
+                "the runner reported no result",
+            );
             continue;
         };
         let reference = read_reference(bundle, &manifest, &host.outputs_file)?;
@@ -324,30 +486,68 @@ pub fn run_bundle(
             Tolerance::Quantized
         };
         let parity = compare(&device_logits, &reference, tolerance);
+        let message = format!(
+            "device top-1 {}/{}, host {}/{}",
+            count(dev.correct),
+            dev.images,
+            count(host.correct),
+            host.images
+        );
         if dev.correct != host.correct {
-            failures.push(format!(
-                "{}: device top-1 {}/{} differs from the host's {}/{}",
-                host.model, dev.correct, dev.images, host.correct, host.images
-            ));
+            report.check(
+                format!("{} top-1 vs host", host.model),
+                Outcome::Failed,
+                format!("{message}: they differ"),
+            );
+        } else if host.correct.is_none() {
+            report.check(
+                format!("{} top-1 vs host", host.model),
+                Outcome::Skipped,
+                "unlabelled inputs: no accuracy",
+            );
+        } else {
+            report.check(
+                format!("{} top-1 vs host", host.model),
+                Outcome::Passed,
+                message,
+            );
         }
-        if !parity.ok {
-            failures.push(format!(
-                "{}: outputs differ from the host: {}",
-                host.model,
-                parity.problem.clone().unwrap_or_default()
-            ));
-        }
+        report.check(
+            format!("{} outputs vs host", host.model),
+            if parity.ok {
+                Outcome::Passed
+            } else {
+                Outcome::Failed
+            },
+            if parity.ok {
+                format!("max |diff| {:.2e}", parity.max_abs)
+            } else {
+                format!(
+                    "outputs differ from the host: {}",
+                    parity.problem.clone().unwrap_or_default()
+                )
+            },
+        );
         let p50 = dev.latency.iter().find(|l| l.batch == 1).map(|l| l.p50_ms);
-        if let Some(p) = p50
-            && !emulated
-            && p > target.budget.latency_p50_ms
-        {
-            failures.push(format!(
-                "{}: batch-1 p50 latency {p:.3} ms exceeds the {} budget of {} ms",
-                host.model, target.name, target.budget.latency_p50_ms
-            ));
+        if let Some(p) = p50 {
+            let name = format!("{} batch-1 p50 budget", host.model);
+            let figures = format!(
+                "{p:.3} ms against the {} budget of {} ms",
+                target.name, target.budget.latency_p50_ms
+            );
+            if emulated {
+                report.check(
+                    name,
+                    Outcome::Skipped,
+                    format!("{figures}: not gated, {EMULATED}"),
+                );
+            } else if p > target.budget.latency_p50_ms {
+                report.check(name, Outcome::Failed, format!("{figures}: exceeded"));
+            } else {
+                report.check(name, Outcome::Passed, figures);
+            }
         }
-        models.push(ModelCheck {
+        report.models.push(ModelCheck {
             model: host.model.clone(),
             host_correct: host.correct,
             device_correct: dev.correct,
@@ -356,37 +556,34 @@ pub fn run_bundle(
             parity,
             p50_ms: p50,
             device: dev.clone(),
+            device_logits,
         });
     }
-    if let (Some(f), Some(q)) = (
-        models.iter().find(|m| m.model == "fp32"),
-        models.iter().find(|m| m.model == "int8"),
-    ) {
-        let drop =
-            100.0 * (f.device_correct as f64 - q.device_correct as f64) / f.images.max(1) as f64;
-        if drop > target.budget.max_accuracy_drop {
-            failures.push(format!(
-                "int8: top-1 {drop:.2} points below fp32 on the shard (budget {})",
-                target.budget.max_accuracy_drop
-            ));
-        }
+    let fp32_int8 = (
+        report.models.iter().find(|m| m.model == "fp32"),
+        report.models.iter().find(|m| m.model == "int8"),
+    );
+    if let (Some(f), Some(q)) = fp32_int8
+        && let (Some(fc), Some(qc)) = (f.device_correct, q.device_correct)
+    {
+        let drop = 100.0 * (fc as f64 - qc as f64) / f.images.max(1) as f64;
+        let budget = target.budget.max_accuracy_drop;
+        report.check(
+            "int8 top-1 vs fp32",
+            if drop > budget {
+                Outcome::Failed
+            } else {
+                Outcome::Passed
+            },
+            format!("{drop:.2} points below fp32 on the shard (budget {budget})"),
+        );
     }
-    Ok(BenchReport {
-        target: target.name.clone(),
-        device: transport.describe(),
-        emulated,
-        arch: result.arch,
-        models,
-        latency_budget_ms: target.budget.latency_p50_ms,
-        seconds: started.elapsed().as_secs_f64(),
-        passed: failures.is_empty(),
-        failures,
-        notes,
-    })
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
     use crate::data::prep::Normalization;
@@ -397,7 +594,7 @@ mod tests {
 
     /// Builds the runner for this host with cargo (dev profile: it shares the test build's
     /// dependencies) and returns its path.
-    fn host_runner() -> std::path::PathBuf {
+    pub(crate) fn host_runner() -> std::path::PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let out = std::process::Command::new(cargo)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -425,6 +622,14 @@ mod tests {
 
     /// A host-arch bundle of a random cnn32-small and a synthetic shard.
     fn host_bundle(dir: &Path) -> (TargetSpec, std::path::PathBuf) {
+        let target = TargetSpec::resolve("x86_64").unwrap();
+        let bundle = bundle_for(dir, &target, &host_runner());
+        (target, bundle)
+    }
+
+    /// A bundle for `target` with `runner`, of a random cnn32-small and a synthetic shard.
+    pub(crate) fn bundle_for(dir: &Path, target: &TargetSpec, runner: &Path) -> std::path::PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
         let splits = crate::data::load(&crate::data::DataSource::synthetic_default()).unwrap();
         let device = crate::runtime::cpu();
         device.seed(1);
@@ -459,14 +664,12 @@ mod tests {
         let onnx = dir.join("m.onnx");
         std::fs::write(&onnx, crate::onnx::proto::encode(&model)).unwrap();
         let shard = make_shard(&splits.test, &norm, 40);
-        let target = TargetSpec::resolve("x86_64").unwrap();
         let bundle = dir.join("bundle");
-        let runner = host_runner();
         write_bundle(
             &bundle,
             &BundleInputs {
-                target: &target,
-                runner: &runner,
+                target,
+                runner,
                 models: vec![("fp32".into(), onnx)],
                 shard: &shard,
                 bench: BenchSettings {
@@ -475,11 +678,12 @@ mod tests {
                     runs: 3,
                     min_seconds: 0.0,
                     threads: 1,
+                    ..BenchSettings::default()
                 },
             },
         )
         .unwrap();
-        (target, bundle)
+        bundle
     }
 
     /// The host-arch bundle end to end over a real sshd on 127.0.0.1.

@@ -18,17 +18,25 @@ pub struct LocalTransport {
     /// Run the bundle where it is instead of copying it to a temporary directory; cleanup
     /// then removes nothing.
     pub in_place: bool,
+    /// CPUs to pin the program to (`taskset -c`).
+    pub cpus: Option<String>,
 }
 
 impl LocalTransport {
     /// A transport that copies each bundle into a fresh temporary directory.
     pub fn new() -> Self {
-        Self { in_place: false }
+        Self {
+            in_place: false,
+            cpus: None,
+        }
     }
 
     /// A transport that runs bundles where they are.
     pub fn in_place() -> Self {
-        Self { in_place: true }
+        Self {
+            in_place: true,
+            cpus: None,
+        }
     }
 }
 
@@ -56,7 +64,14 @@ impl Transport for LocalTransport {
         let device = self.describe();
         check_run_args(&device, program, args, env)?;
         let path = Path::new(&bundle.dir).join(program);
-        let mut cmd = Command::new(&path);
+        let mut cmd = match &self.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&path);
+                c
+            }
+            None => Command::new(&path),
+        };
         cmd.args(args);
         run_in_bundle(&device, bundle, cmd, program, env, timeout, |e| {
             DeviceError::Io {
@@ -73,6 +88,12 @@ impl Transport for LocalTransport {
 
     fn cleanup(&self, bundle: &RemoteBundle) -> Result<(), DeviceError> {
         cleanup(&self.describe(), bundle)
+    }
+
+    fn pin(&mut self, cpus: &str) -> Result<(), DeviceError> {
+        super::check_cpus(cpus)?;
+        self.cpus = Some(cpus.to_string());
+        Ok(())
     }
 }
 

@@ -9,7 +9,9 @@
 //! pipe (so large outputs never deadlock) and are polled with `try_wait` until they exit or
 //! their limit passes, when they are killed.
 
+pub mod baseline;
 pub mod bench;
+pub mod fleet;
 pub mod local;
 pub mod qemu;
 pub mod ssh;
@@ -180,6 +182,15 @@ pub trait Transport {
     fn download(&self, bundle: &RemoteBundle, file: &str, local: &Path) -> Result<(), DeviceError>;
     /// Removes what upload created (nothing when the bundle is not `owned`).
     fn cleanup(&self, bundle: &RemoteBundle) -> Result<(), DeviceError>;
+
+    /// Pins every later [`Transport::run`] to the CPUs `cpus` (a `taskset -c` list such as
+    /// `2,3` or `0-3`; `taskset` from util-linux on the machine that runs the program).
+    fn pin(&mut self, cpus: &str) -> Result<(), DeviceError> {
+        Err(DeviceError::InvalidUrl {
+            url: self.describe(),
+            message: format!("--cpus {cpus}: this device cannot pin the runner"),
+        })
+    }
 }
 
 /// A parsed `--device` value: `local`, `qemu`, or `ssh://[user@]host[:port][/remote/dir]`.
@@ -678,5 +689,36 @@ mod tests {
             "local: timed out after 2.0 s while running ./runner"
         );
         assert!(last_lines(&"é".repeat(1000), 1).chars().count() <= 601);
+    }
+}
+
+/// Checks a `--cpus` list: CPU numbers and ranges separated by commas (`2,3`, `0-3`).
+pub fn check_cpus(cpus: &str) -> Result<(), DeviceError> {
+    let ok = !cpus.is_empty()
+        && cpus.split(',').all(|part| {
+            let mut ends = part.splitn(2, '-');
+            ends.all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(DeviceError::InvalidUrl {
+            url: cpus.to_string(),
+            message: "--cpus: expected CPU numbers or ranges separated by commas, e.g. 2,3 or 0-3"
+                .into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod cpus_tests {
+    #[test]
+    fn cpu_lists_are_checked() {
+        for ok in ["0", "2,3", "0-3", "0-1,4"] {
+            assert!(super::check_cpus(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "a", "2;3", "1,,2", "-1", "1 2"] {
+            assert!(super::check_cpus(bad).is_err(), "{bad}");
+        }
     }
 }

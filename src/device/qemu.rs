@@ -16,6 +16,8 @@ pub struct QemuTransport {
     pub emulator: Vec<String>,
     /// Run the bundle where it is instead of copying it to a temporary directory.
     pub in_place: bool,
+    /// CPUs to pin the emulator to (`taskset -c`).
+    pub cpus: Option<String>,
 }
 
 impl QemuTransport {
@@ -25,6 +27,7 @@ impl QemuTransport {
         Self {
             emulator,
             in_place: false,
+            cpus: None,
         }
     }
 
@@ -91,7 +94,14 @@ impl Transport for QemuTransport {
         let device = self.describe();
         check_run_args(&device, program, args, env)?;
         self.check()?;
-        let mut cmd = Command::new(&self.emulator[0]);
+        let mut cmd = match &self.cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus]).arg(&self.emulator[0]);
+                c
+            }
+            None => Command::new(&self.emulator[0]),
+        };
         cmd.args(&self.emulator[1..])
             .arg(Path::new(&bundle.dir).join(program))
             .args(args);
@@ -105,6 +115,12 @@ impl Transport for QemuTransport {
 
     fn cleanup(&self, bundle: &RemoteBundle) -> Result<(), DeviceError> {
         local::cleanup(&self.describe(), bundle)
+    }
+
+    fn pin(&mut self, cpus: &str) -> Result<(), DeviceError> {
+        super::check_cpus(cpus)?;
+        self.cpus = Some(cpus.to_string());
+        Ok(())
     }
 }
 

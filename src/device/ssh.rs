@@ -211,6 +211,8 @@ pub fn shell_quote(s: &str) -> String {
 pub struct SshTransport {
     /// The board.
     pub host: SshHost,
+    /// CPUs to pin the runner to on the board (`taskset -c`).
+    pub cpus: Option<String>,
     /// ssh's `ConnectTimeout` (TCP connect and banner exchange), also added to every
     /// command's wall-clock limit (default 10 s).
     pub connect_timeout: Duration,
@@ -255,6 +257,7 @@ impl SshTransport {
             options: Vec::new(),
             ssh: "ssh".to_string(),
             scp: "scp".to_string(),
+            cpus: None,
         }
     }
 
@@ -510,7 +513,10 @@ impl Transport for SshTransport {
     ) -> Result<RunOutput, DeviceError> {
         let device = self.describe();
         check_run_args(&device, program, args, env)?;
-        let mut line = String::from("env");
+        let mut line = match &self.cpus {
+            Some(cpus) => format!("taskset -c {} env", shell_quote(cpus)),
+            None => String::from("env"),
+        };
         for (k, v) in env {
             line.push(' ');
             line.push_str(&shell_quote(&format!("{k}={v}")));
@@ -594,6 +600,12 @@ impl Transport for SshTransport {
             self.command_timeout,
         )
         .map(drop)
+    }
+
+    fn pin(&mut self, cpus: &str) -> Result<(), DeviceError> {
+        super::check_cpus(cpus)?;
+        self.cpus = Some(cpus.to_string());
+        Ok(())
     }
 }
 

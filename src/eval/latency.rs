@@ -5,23 +5,51 @@ pub use distill_edge_schema::LatencyStats;
 
 /// A terminal table of latency rows: (name, batch, statistics); `first` heads the name column
 /// (`engine` on the host, `model` on a device).
+///
+/// A percentile the run count cannot support (see `LatencyStats::unsupported`) is marked `*`,
+/// with a footnote under the table.
 pub fn latency_table(first: &str, rows: &[(String, usize, LatencyStats)]) -> String {
     let mut t = crate::table::Table::new([
-        first, "batch", "runs", "min ms", "p50 ms", "p90 ms", "p99 ms", "max ms",
+        first, "batch", "runs", "min ms", "mean ms", "std ms", "p50 ms", "p90 ms", "p95 ms",
+        "p99 ms", "max ms",
     ]);
+    let mut marked = false;
     for (name, batch, s) in rows {
+        let mut tail = |p: &str, v: f64| {
+            if s.unsupported.iter().any(|u| u == p) {
+                marked = true;
+                format!("{v:.3}*")
+            } else {
+                format!("{v:.3}")
+            }
+        };
+        let (p90, p95, p99) = (
+            tail("p90", s.p90_ms),
+            tail("p95", s.p95_ms),
+            tail("p99", s.p99_ms),
+        );
         t.row([
             name.clone(),
             batch.to_string(),
             s.runs.to_string(),
             format!("{:.3}", s.min_ms),
+            format!("{:.3}", s.mean_ms),
+            format!("{:.3}", s.std_ms),
             format!("{:.3}", s.p50_ms),
-            format!("{:.3}", s.p90_ms),
-            format!("{:.3}", s.p99_ms),
+            p90,
+            p95,
+            p99,
             format!("{:.3}", s.max_ms),
         ]);
     }
-    t.render()
+    let mut out = t.render();
+    if marked {
+        out.push_str(&format!(
+            "* fewer than {} runs above this percentile: the run count cannot support it (p99 needs 1000 runs)\n",
+            distill_edge_schema::TAIL_SAMPLES
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -32,6 +60,24 @@ mod tests {
     fn empty_and_non_finite_only_give_none() {
         assert_eq!(LatencyStats::from_samples(&[]), None);
         assert_eq!(LatencyStats::from_samples(&[f64::NAN, f64::INFINITY]), None);
+    }
+
+    #[test]
+    fn unsupported_percentiles_are_starred_with_a_footnote() {
+        let few = LatencyStats::from_samples(&[1.0, 2.0, 3.0]).unwrap();
+        let text = latency_table("engine", &[("tract".into(), 1, few)]);
+        assert!(text.contains("3.000*"), "{text}");
+        assert!(text.contains("cannot support"), "{text}");
+        let many: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let text = latency_table(
+            "engine",
+            &[(
+                "tract".into(),
+                1,
+                LatencyStats::from_samples(&many).unwrap(),
+            )],
+        );
+        assert!(!text.contains('*'), "{text}");
     }
 
     #[test]
@@ -59,6 +105,9 @@ mod tests {
                 p99_ms: 10.0,
                 max_ms: 10.0,
                 mean_ms: 5.5,
+                p95_ms: 10.0,
+                std_ms: (55.0f64 / 6.0).sqrt(),
+                unsupported: vec!["p90".into(), "p95".into(), "p99".into()],
             }
         );
     }

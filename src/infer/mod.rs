@@ -2,6 +2,7 @@
 //! `ort` cargo feature, ONNX Runtime.
 
 pub mod parity;
+pub mod preprocess;
 pub mod tract;
 
 #[cfg(feature = "ort")]
@@ -134,6 +135,17 @@ pub trait Engine {
     fn name(&self) -> &'static str;
     /// Runs one batch.
     fn run(&self, batch: Batch<'_>) -> Result<Outputs, InferError>;
+
+    /// Milliseconds spent loading the model, when the engine measured it.
+    fn load_ms(&self) -> Option<f64> {
+        None
+    }
+
+    /// Makes everything a run of `batch` images needs (tract: the optimised plan and its
+    /// state); engines that plan at load time have nothing to do.
+    fn prepare(&self, _batch: usize) -> Result<(), InferError> {
+        Ok(())
+    }
 }
 
 /// The engines distill-edge can run a model with on the host.
@@ -188,20 +200,46 @@ pub fn load_engine(
     path: &std::path::Path,
     threads: usize,
 ) -> Result<Box<dyn Engine>, InferError> {
+    load_engine_with(kind, path, threads, &ModelIo::default())
+}
+
+/// How to feed a model and read it, for models that do not say so themselves: the input size
+/// (when the model's dimensions are symbolic) and which output holds the logits.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModelIo {
+    /// `[c, h, w]` of one input image.
+    pub input: Option<[usize; 3]>,
+    /// Index of the graph output holding the logits.
+    pub logits: Option<usize>,
+}
+
+/// [`load_engine`] with the input size and logits output of `io`.
+pub fn load_engine_with(
+    kind: EngineKind,
+    path: &std::path::Path,
+    threads: usize,
+    io: &ModelIo,
+) -> Result<Box<dyn Engine>, InferError> {
     match kind {
-        EngineKind::Tract => Ok(Box::new(tract::TractEngine::load(path)?)),
-        EngineKind::Ort => load_ort(path, threads),
+        EngineKind::Tract => Ok(Box::new(tract::TractEngine::load_with(path, io)?)),
+        EngineKind::Ort => load_ort(path, threads, io),
     }
 }
 
 #[cfg(feature = "ort")]
-fn load_ort(path: &std::path::Path, threads: usize) -> Result<Box<dyn Engine>, InferError> {
+fn load_ort(
+    path: &std::path::Path,
+    threads: usize,
+    io: &ModelIo,
+) -> Result<Box<dyn Engine>, InferError> {
     ort::available()?;
-    Ok(Box::new(ort::OrtEngine::load(path, threads)?))
+    Ok(Box::new(
+        ort::OrtEngine::load(path, threads)?.with_logits(io.logits),
+    ))
 }
 
 #[cfg(not(feature = "ort"))]
-fn load_ort(_: &std::path::Path, _: usize) -> Result<Box<dyn Engine>, InferError> {
+fn load_ort(_: &std::path::Path, _: usize, _: &ModelIo) -> Result<Box<dyn Engine>, InferError> {
     Err(InferError::Unavailable(
         "this build has no ONNX Runtime engine: rebuild with `--features ort`".into(),
     ))
@@ -224,12 +262,22 @@ pub fn load_engines(
     kinds: &[EngineKind],
     threads: usize,
 ) -> Result<LoadedEngines, InferError> {
+    load_engines_with(path, kinds, threads, &ModelIo::default())
+}
+
+/// [`load_engines`] with the input size and logits output of `io`.
+pub fn load_engines_with(
+    path: &std::path::Path,
+    kinds: &[EngineKind],
+    threads: usize,
+    io: &ModelIo,
+) -> Result<LoadedEngines, InferError> {
     let mut loaded = LoadedEngines {
         engines: Vec::new(),
         skipped: Vec::new(),
     };
     for &kind in kinds {
-        match load_engine(kind, path, threads) {
+        match load_engine_with(kind, path, threads, io) {
             Ok(e) => loaded.engines.push(e),
             Err(InferError::Unavailable(why)) => loaded
                 .skipped

@@ -55,6 +55,7 @@ pub struct OrtEngine {
     session: Mutex<Session>,
     input: String,
     outputs: Vec<String>,
+    logits: Option<usize>,
 }
 
 impl OrtEngine {
@@ -96,7 +97,16 @@ impl OrtEngine {
             session: Mutex::new(session),
             input,
             outputs,
+            logits: None,
         })
+    }
+}
+
+impl OrtEngine {
+    /// Picks output `index` as the logits (see [`super::ModelIo::logits`]).
+    pub fn with_logits(mut self, index: Option<usize>) -> Self {
+        self.logits = index;
+        self
     }
 }
 
@@ -131,6 +141,6 @@ impl OrtEngine {
                 data.to_vec(),
             ));
         }
-        super::tract::outputs_from(&self.outputs, raw, &self.path)
+        super::tract::outputs_from(&self.outputs, raw, &self.path, self.logits)
     }
 }

@@ -462,7 +462,7 @@ fn host_row(e: &EngineReport, model: &str) -> Vec<Cell> {
     vec![
         Cell::plain(&e.engine),
         Cell::plain(model),
-        Cell::plain(fmt::pct(e.accuracy)),
+        Cell::plain(e.accuracy.map_or_else(|| "n/a".to_string(), fmt::pct)),
         Cell::plain(reference),
         Cell::plain(abs),
         Cell::plain(rel),
@@ -521,7 +521,10 @@ fn devices(devices: &[BenchReport], b: &mut Vec<Block>) {
             ("batch-1 p50 (ms)", true),
         ]);
         for m in &d.models {
-            let of = |c: usize| {
+            let of = |c: Option<usize>| {
+                let Some(c) = c else {
+                    return "n/a".to_string();
+                };
                 if m.images == 0 {
                     "-".into()
                 } else {

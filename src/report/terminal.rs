@@ -79,7 +79,7 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
                     "{} {} {} {parity}",
                     e.engine,
                     host_model(input, i),
-                    fmt::pct(e.accuracy)
+                    e.accuracy.map_or_else(|| "n/a".to_string(), fmt::pct)
                 )
             })
             .collect();
@@ -90,10 +90,9 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
             .models
             .iter()
             .map(|m| {
-                let acc = if m.images == 0 {
-                    "-".into()
-                } else {
-                    fmt::pct(m.device_correct as f64 / m.images as f64)
+                let acc = match m.device_correct {
+                    Some(c) if m.images > 0 => fmt::pct(c as f64 / m.images as f64),
+                    _ => "-".into(),
                 };
                 let same = if m.bit_identical {
                     "bit-identical".to_string()

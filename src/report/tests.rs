@@ -32,6 +32,7 @@ fn stats(p50: f64) -> LatencyStats {
         p99_ms: p50 * 1.4,
         max_ms: p50 * 1.9,
         mean_ms: p50 * 1.05,
+        ..LatencyStats::default()
     }
 }
 
@@ -46,6 +47,7 @@ fn device_latency(batch: usize, p50: f64) -> Latency {
             p99_ms: p50 * 1.3,
             max_ms: p50 * 1.6,
             mean_ms: p50 * 1.04,
+            ..LatencyStats::default()
         },
     }
 }
@@ -63,8 +65,8 @@ fn parity(max_abs: f32, tolerance: Tolerance) -> Parity {
 fn model_check(model: &str, correct: usize, p50_b1: f64) -> ModelCheck {
     ModelCheck {
         model: model.into(),
-        host_correct: correct,
-        device_correct: correct,
+        host_correct: Some(correct),
+        device_correct: Some(correct),
         images: 500,
         bit_identical: model == "fp32",
         parity: parity(
@@ -74,12 +76,14 @@ fn model_check(model: &str, correct: usize, p50_b1: f64) -> ModelCheck {
         p50_ms: Some(p50_b1),
         device: ModelResult {
             model: model.into(),
-            correct,
+            correct: Some(correct),
             images: 500,
             outputs_sha256: "ab".repeat(32),
             outputs_file: format!("outputs-{model}.bin"),
             latency: vec![device_latency(1, p50_b1), device_latency(32, p50_b1 * 24.0)],
+            ..ModelResult::default()
         },
+        device_logits: vec![],
     }
 }
 
@@ -238,7 +242,7 @@ fn input() -> ReportInput {
         host_checks: vec![
             EngineReport {
                 engine: "tract".into(),
-                accuracy: 0.8840,
+                accuracy: Some(0.8840),
                 parity: Some(parity(2.1e-6, Tolerance::Approximate)),
                 parity_reference: Some("burn".into()),
                 latency: vec![
@@ -251,10 +255,11 @@ fn input() -> ReportInput {
                         stats: stats(2.9),
                     },
                 ],
+                ..EngineReport::default()
             },
             EngineReport {
                 engine: "tract".into(),
-                accuracy: 0.8810,
+                accuracy: Some(0.8810),
                 parity: Some(parity(4.2e-3, Tolerance::Quantized)),
                 parity_reference: Some("burn (fake-quant)".into()),
                 latency: vec![
@@ -267,6 +272,7 @@ fn input() -> ReportInput {
                         stats: stats(1.8),
                     },
                 ],
+                ..EngineReport::default()
             },
         ],
         host_check_models: vec!["fp32".into(), "int8".into()],
@@ -281,6 +287,7 @@ fn input() -> ReportInput {
             passed: true,
             failures: vec![],
             notes: vec!["latency measured under qemu; not a board figure".into()],
+            ..BenchReport::default()
         }],
         notes: vec![
             "short schedule: 8 teacher epochs instead of 50 (quick profile)".into(),

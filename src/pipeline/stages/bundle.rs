@@ -79,6 +79,7 @@ impl Stage for Bundle {
                     runs: self.section.runs,
                     min_seconds: 0.0,
                     threads: 1,
+                    ..BenchSettings::default()
                 },
             },
         )?;

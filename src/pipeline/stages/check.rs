@@ -61,6 +61,7 @@ impl Stage for Check {
             warmup: 10,
             runs: self.section.runs,
             min_seconds: 0.0,
+            ..LatencyPlan::default()
         };
         let export_dir = ctx.dir("export");
         let mut records = Vec::new();
