@@ -445,3 +445,88 @@ fn a_teacher_of_another_depth_or_input_is_refused() {
         stderr(&out)
     );
 }
+
+#[test]
+fn the_teacher_cache_gives_the_weights_of_running_the_teacher_and_a_corrupt_one_is_rebuilt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let t = teacher(p, "", 600);
+    // InDistill with its default main losses: the cache serves the curriculum targets of
+    // every block, the logits (KD) and the embedding (PKT).
+    let cfg = distill_config(p, &t, "[1, 1, 1]", "[{ epochs = 2, lr = 2e-3 }]", SYNTH);
+    let no_cache = p.join("no-cache.toml");
+    std::fs::write(
+        &no_cache,
+        std::fs::read_to_string(&cfg).unwrap() + "teacher-cache = false\n",
+    )
+    .unwrap();
+    let distill = |config: &Path, out: &str| {
+        let o = run(
+            p,
+            &[
+                "--threads",
+                "1",
+                "distill",
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out,
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let weights = |path: &Path| {
+        let c = distill_edge::train::Checkpoint::read(path).unwrap();
+        distill_edge::model::flatten_params(
+            &c.load_model(&distill_edge::runtime::cpu(), path).unwrap(),
+        )
+    };
+    distill(&cfg, "cached");
+    let caches: Vec<_> = std::fs::read_dir(p.join("teacher-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let log = distill(&no_cache, "direct");
+    assert!(!log.contains("teacher outputs from the cache"), "{log}");
+    let a = weights(&p.join("cached/model.ckpt"));
+    let b = weights(&p.join("direct/model.ckpt"));
+    assert_eq!(a.len(), b.len());
+    // The cached targets were computed in batches of 256, the direct ones in the training
+    // batches of 32: the same arithmetic per image, but the convolution kernels may round
+    // differently with the batch size; 5 epochs of Adam carry such differences along.
+    let max = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs() / (1.0 + y.abs()))
+        .fold(0.0f32, f32::max);
+    assert!(
+        max < 1e-3,
+        "cached vs direct: max relative difference {max}"
+    );
+    // A second run reads the cache, and gives the first run's weights exactly.
+    let log = distill(&cfg, "again");
+    assert!(log.contains("teacher outputs from the cache"), "{log}");
+    assert_eq!(weights(&p.join("again/model.ckpt")), a);
+    // A corrupt cache is noticed, rebuilt, and gives the same weights again.
+    let mut bytes = std::fs::read(&caches[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&caches[0], &bytes).unwrap();
+    let log = distill(&cfg, "rebuilt");
+    assert!(log.contains("rebuilding"), "{log}");
+    assert!(log.contains("SHA-256"), "{log}");
+    assert_eq!(weights(&p.join("rebuilt/model.ckpt")), a);
+    // A truncated one too.
+    let len = std::fs::metadata(&caches[0]).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&caches[0])
+        .unwrap();
+    f.set_len(len - 100).unwrap();
+    drop(f);
+    let log = distill(&cfg, "rebuilt2");
+    assert!(log.contains("rebuilding"), "{log}");
+    assert_eq!(weights(&p.join("rebuilt2/model.ckpt")), a);
+}

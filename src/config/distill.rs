@@ -102,6 +102,19 @@ pub struct DistillSettings {
     /// Re-create Adam every epoch, as the reference code does (off: state is kept).
     #[serde(default)]
     pub reset_optimizer_each_epoch: bool,
+    /// Without augmentation, compute the frozen teacher's outputs once over the training
+    /// split and read them back every epoch (`<run dir's parent>/teacher-cache/`); off: run
+    /// the teacher on every batch.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub teacher_cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 fn default_temperature() -> f32 {
@@ -249,6 +262,7 @@ mod tests {
             temperature: 4.0,
             kernel: PktKernel::default(),
             reset_optimizer_each_epoch: false,
+            teacher_cache: true,
         }
     }
 

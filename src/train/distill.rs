@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::losses::{cross_entropy, kd, mse, pkt};
 use super::supervised::Objective;
+use super::teacher_cache::{CacheSource, TeacherCache};
 use crate::config::TrainSettings;
 use crate::config::distill::{DistillSettings, Method};
 use crate::model::ConvNet;
@@ -21,6 +22,8 @@ pub struct Distillation<'a> {
     pub teacher: Option<&'a ConvNet>,
     /// Its pruned view (InDistill only).
     pub pruned: Option<&'a PrunedTeacher>,
+    /// The teacher's outputs over the training split, computed once (no augmentation).
+    pub cache: Option<&'a TeacherCache>,
 }
 
 /// Where an epoch sits in a distillation run.
@@ -45,7 +48,10 @@ impl Distillation<'_> {
         Stage::Main(epoch - end)
     }
 
-    fn teacher_outputs(&self, x: &Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+    fn teacher_outputs(&self, x: &Tensor<4>, indices: &[usize]) -> (Tensor<2>, Tensor<2>) {
+        if let Some(c) = self.cache {
+            return c.outputs(indices, &x.device());
+        }
         let teacher = self.teacher.expect("a teacher for a distillation loss");
         let (logits, embedding) = teacher.forward_with_embedding(x.clone().inner());
         (logits.autodiff(), embedding.autodiff())
@@ -77,12 +83,18 @@ impl Objective for Distillation<'_> {
         model: &ConvNet,
         x: Tensor<4>,
         y: Tensor<1, Int>,
+        indices: &[usize],
         epoch: usize,
     ) -> (Tensor<1>, Option<Tensor<2>>) {
         match self.stage(epoch) {
             Stage::Curriculum(k) => {
-                let pruned = self.pruned.expect("InDistill has a pruned teacher");
-                let target = pruned.target(x.clone().inner(), k).autodiff();
+                let target = match self.cache.filter(|c| c.has_taps()) {
+                    Some(c) => c.tap(k, indices, &x.device()),
+                    None => {
+                        let pruned = self.pruned.expect("InDistill has a pruned teacher");
+                        pruned.target(x.clone().inner(), k).autodiff()
+                    }
+                };
                 (mse(model.forward_until(x, k + 1), target), None)
             }
             Stage::Main(_) => {
@@ -96,7 +108,7 @@ impl Objective for Distillation<'_> {
                     });
                 };
                 if w.pkt > 0.0 || w.kd > 0.0 {
-                    let (t_logits, t_emb) = self.teacher_outputs(&x);
+                    let (t_logits, t_emb) = self.teacher_outputs(&x, indices);
                     if w.pkt > 0.0 {
                         add(pkt(embedding, t_emb, self.settings.kernel).mul_scalar(w.pkt));
                     }
@@ -140,6 +152,9 @@ pub enum DistillError {
     /// Files do not fit together.
     #[error("{0}")]
     Mismatch(String),
+    /// The teacher-output cache could not be built.
+    #[error(transparent)]
+    Cache(#[from] super::teacher_cache::CacheError),
 }
 
 /// The identity of a distillation run (the `config_hash` of its checkpoints): its config and
@@ -261,11 +276,44 @@ pub fn distill(
         teacher.as_ref().map(|t| t.2.as_str()),
         init.as_ref().map(|t| t.2.as_str()),
     );
+    // A frozen teacher without augmentation gives the same targets every epoch: compute them
+    // once (`<run dir's parent>/teacher-cache/`), shared by every run of the same teacher,
+    // split and student there (e.g. all variants and seeds of a comparison).
+    let augment = &config.train.augment;
+    let w = config.distill.weights();
+    let cache = match &teacher {
+        Some((_, net, digest))
+            if config.distill.teacher_cache
+                && augment.crop_padding == 0
+                && !augment.hflip
+                && (w.pkt > 0.0 || w.kd > 0.0 || pruned.is_some()) =>
+        {
+            let dir = out_dir
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .join("teacher-cache");
+            let norm = crate::data::prep::Normalization::from_dataset(&splits.train);
+            Some(TeacherCache::open_or_build(
+                &dir,
+                &CacheSource {
+                    teacher: net,
+                    pruned: pruned.as_ref(),
+                    teacher_digest: digest,
+                    data: &splits.train,
+                    norm: &norm,
+                },
+                reporter,
+            )?)
+        }
+        _ => None,
+    };
     let objective = Distillation {
         settings: &config.distill,
         main: &config.train,
         teacher: teacher.as_ref().map(|t| &t.1),
         pruned: pruned.as_ref(),
+        cache: cache.as_ref(),
     };
     let toml = config.to_toml();
     Ok(fit(
@@ -305,6 +353,7 @@ mod tests {
             temperature: 4.0,
             kernel: PktKernel::Combined,
             reset_optimizer_each_epoch: false,
+            teacher_cache: true,
         }
     }
 
@@ -336,6 +385,7 @@ mod tests {
             main: &main,
             teacher: None,
             pruned: None,
+            cache: None,
         };
         assert_eq!(d.total_epochs(), 15);
         let phases: Vec<String> = (1..=15).map(|e| d.phase(e).0).collect();
@@ -366,6 +416,7 @@ mod tests {
                 main: &main,
                 teacher: None,
                 pruned: None,
+                cache: None,
             };
             assert_eq!(d.total_epochs(), 3, "{m:?}");
             assert_eq!(s.weights().trains_head(), trains_head, "{m:?}");

@@ -5,6 +5,7 @@ pub mod distill;
 pub mod epoch;
 pub mod losses;
 pub mod supervised;
+pub mod teacher_cache;
 
 use std::path::PathBuf;
 

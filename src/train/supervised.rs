@@ -87,12 +87,14 @@ pub trait Objective {
     /// Phase name and learning rate of 1-based `epoch`.
     fn phase(&self, epoch: usize) -> (String, f64);
     /// The loss of one batch for the network being trained, and its logits when the phase
-    /// computes them (for the running accuracy). `x` and `y` live on the autodiff device.
+    /// computes them (for the running accuracy). `x` and `y` live on the autodiff device;
+    /// `indices` are the batch's positions in the training split.
     fn loss(
         &self,
         model: &ConvNet,
         x: Tensor<4>,
         y: Tensor<1, Int>,
+        indices: &[usize],
         epoch: usize,
     ) -> (Tensor<1>, Option<Tensor<2>>);
     /// Re-create the optimizer at the start of every epoch (the InDistill reference does;
@@ -117,6 +119,7 @@ impl Objective for CrossEntropy<'_> {
         model: &ConvNet,
         x: Tensor<4>,
         y: Tensor<1, Int>,
+        _indices: &[usize],
         _epoch: usize,
     ) -> (Tensor<1>, Option<Tensor<2>>) {
         let logits = model.forward(x);
@@ -258,7 +261,7 @@ pub fn fit(
         };
         let label = format!("epoch {epoch}/{total}");
         let totals = run_epoch(&plan, &label, reporter, |x, y, indices| {
-            let (loss, logits) = objective.loss(&model, x, y, epoch);
+            let (loss, logits) = objective.loss(&model, x, y, indices, epoch);
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
                 return StepOutcome {
