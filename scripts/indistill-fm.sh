@@ -16,4 +16,5 @@ de="$CARGO_TARGET_DIR/release/distill-edge"
     $( [ -f runs/fashion-mnist-aux/aux/checkpoint.ckpt ] && echo --resume )
 "$de" eval runs/fashion-mnist-teacher/train --output runs/fashion-mnist-teacher/eval.json
 "$de" eval runs/fashion-mnist-aux/aux --output runs/fashion-mnist-aux/eval.json
-"$de" compare --config configs/distill/fashion-mnist-distill.toml --seeds 1,2,3 "$@"
+"$de" compare --config configs/distill/fashion-mnist-distill.toml --seeds 1,2,3 \
+  --variants none,pkt,kd,indistill,no-curriculum --budgets equal,warmup "$@"

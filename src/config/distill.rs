@@ -234,11 +234,12 @@ impl VariantSpec {
     pub fn apply(&self, base: &DistillSettings) -> DistillSettings {
         let mut d = base.clone();
         d.method = self.method;
-        d.weights = Some(
-            self.weights
-                .clone()
-                .unwrap_or_else(|| self.method.default_weights()),
-        );
+        // The method's defaults are left implicit (`None`), so a run's config, and with it its
+        // fingerprint, is the same whether `compare` or `distill --method` made it.
+        d.weights = self
+            .weights
+            .clone()
+            .filter(|w| *w != self.method.default_weights());
         if let Some(c) = &self.curriculum {
             d.curriculum = c.clone();
         }
@@ -279,7 +280,7 @@ mod tests {
         assert_eq!(ind.curriculum, [1, 2, 3]);
         // The other methods are not given InDistill's weights, nor do they lose theirs.
         let kd = VariantSpec::builtin("kd", &d).unwrap().apply(&d);
-        assert_eq!(kd.weights, Some(Method::Kd.default_weights()));
+        assert_eq!(kd.weights(), Method::Kd.default_weights());
         let d_kd = settings(
             Method::Kd,
             Some(LossWeights {
@@ -289,11 +290,11 @@ mod tests {
             }),
         );
         let kd = VariantSpec::builtin("kd", &d_kd).unwrap().apply(&d_kd);
-        assert_eq!(kd.weights.unwrap().kd, 0.5);
+        assert_eq!(kd.weights().kd, 0.5);
         let ind = VariantSpec::builtin("indistill", &d_kd)
             .unwrap()
             .apply(&d_kd);
-        assert_eq!(ind.weights, Some(Method::Indistill.default_weights()));
+        assert_eq!(ind.weights, None, "defaults stay implicit");
     }
 
     #[test]
