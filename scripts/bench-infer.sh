@@ -1,12 +1,33 @@
 #!/usr/bin/env bash
-# tract vs ONNX Runtime latency, same process, several tract configurations, for the
-# Fashion-MNIST student and teacher (fp32 and int8). Needs the runs of scripts/indistill-fm.sh
-# (or pass model files: scripts/bench-infer.sh a.onnx b.onnx ...).
+# tract vs ONNX Runtime latency, same process, several tract configurations.
+#   scripts/bench-infer.sh                 the student and teacher of scripts/indistill-fm.sh, fp32 and int8
+#   scripts/bench-infer.sh --int8 RUN_DIR  fp32 vs int8 QDQ vs int8 operator form of the model in RUN_DIR
+#                                          (e.g. runs/fashion-mnist/student): latency with tract's
+#                                          per-node profile, then top-1 on the full test set
+#   scripts/bench-infer.sh a.onnx b.onnx   given model files
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-cargo build --release --locked -p distill-edge
+cargo build --release --locked -p distill-edge --features ort
 de="$CARGO_TARGET_DIR/release/distill-edge"
+bench() { cargo bench --locked --features ort --bench infer_latency -- "$@"; }
+if [ "${1:-}" = "--int8" ]; then
+  run=${2:?usage: scripts/bench-infer.sh --int8 RUN_DIR}
+  out=runs/bench-int8; mkdir -p "$out"
+  "$de" -q export "$run" -o "$out/fp32.onnx"
+  "$de" -q export "$run" -o "$out/int8-qdq.onnx" --quantize int8 --int8-form qdq --calibration min-max
+  for method in min-max percentile mse; do
+    "$de" -q export "$run" -o "$out/int8-qop-$method.onnx" --quantize int8 --calibration "$method"
+  done
+  for m in fp32 int8-qdq int8-qop-min-max int8-qop-percentile int8-qop-mse; do
+    bench "$out/$m.onnx" --runs 300 --profile
+  done
+  for m in fp32 int8-qdq int8-qop-min-max int8-qop-percentile int8-qop-mse; do
+    echo "== $m: top-1 on the full test set"
+    "$de" check "$out/$m.onnx" --checkpoint "$run" --runs 10
+  done
+  exit 0
+fi
 models=("$@")
 if [ ${#models[@]} -eq 0 ]; then
   out=runs/bench-infer; mkdir -p "$out"
@@ -18,5 +39,5 @@ if [ ${#models[@]} -eq 0 ]; then
   done
 fi
 for m in "${models[@]}"; do
-  cargo bench --locked --features ort --bench infer_latency -- "$m" --runs 300
+  bench "$m" --runs 300
 done

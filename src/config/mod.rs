@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod distill;
+pub mod quant;
 
 use crate::data::DataSource;
 use crate::data::prep::Augment;

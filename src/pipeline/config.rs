@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::distill::{DistillSettings, Method};
+use crate::config::quant::{
+    Calibration, CalibrationKind, Int8Form, default_percentile, default_validation_images,
+    validate_drop, validate_percentile,
+};
 use crate::config::{ConfigError, TrainSettings};
 use crate::data::DataSource;
 
@@ -70,12 +74,30 @@ pub struct ExportSection {
     /// Fold batch norm.
     #[serde(default = "yes")]
     pub fold: bool,
-    /// Also ship an int8 QDQ model.
+    /// Also ship an int8 model.
     #[serde(default)]
     pub int8: bool,
-    /// Calibration images for int8.
+    /// Form of the int8 graph: `qoperator` (integer kernels) or `qdq`.
+    #[serde(default)]
+    pub int8_form: Int8Form,
+    /// Activation ranges: `min-max`, `percentile` or `mse`.
+    #[serde(default)]
+    pub calibration: CalibrationKind,
+    /// Percentile for `calibration = "percentile"`.
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    /// Training images the activation ranges are measured on.
     #[serde(default = "default_calibration")]
     pub calibration_images: usize,
+    /// Other training images (held out from calibration) on which the int8 top-1 drop is
+    /// measured, layer by layer.
+    #[serde(default = "default_validation_images")]
+    pub validation_images: usize,
+    /// Largest top-1 drop (points) of the int8 model against the fp32 one on the held-out
+    /// images: layers that push the drop above it stay float (qoperator form); when no layer
+    /// can be int8 within it, only fp32 ships. Absent: every layer int8, no search.
+    #[serde(default)]
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl Default for ExportSection {
@@ -83,8 +105,48 @@ impl Default for ExportSection {
         Self {
             fold: true,
             int8: false,
+            int8_form: Int8Form::default(),
+            calibration: CalibrationKind::default(),
+            percentile: default_percentile(),
             calibration_images: default_calibration(),
+            validation_images: default_validation_images(),
+            max_accuracy_drop: None,
         }
+    }
+}
+
+impl ExportSection {
+    /// The resolved calibration method.
+    pub fn calibration_method(&self) -> Calibration {
+        Calibration::new(self.calibration, self.percentile)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        validate_percentile(origin, "export.percentile", self.percentile)?;
+        if let Some(d) = self.max_accuracy_drop {
+            validate_drop(origin, "export.max-accuracy-drop", d)?;
+        }
+        let positive = [
+            ("export.calibration-images", self.calibration_images),
+            ("export.validation-images", self.validation_images),
+        ];
+        for (field, n) in positive {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    field: field.into(),
+                    message: "expected at least 1 image".into(),
+                });
+            }
+        }
+        if self.int8_form == Int8Form::Qdq && self.max_accuracy_drop.is_some() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                field: "export.max-accuracy-drop".into(),
+                message: "the layer-by-layer search needs int8-form = \"qoperator\"".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -273,6 +335,7 @@ impl PipelineConfig {
             }
         }
         self.student.train.validate(origin, "student.train")?;
+        self.export.validate(origin)?;
         // Settings that depend on the image size, where the data source fixes it.
         if let Some((h, w)) = crate::config::image_size(&self.data) {
             let mut schedules = vec![(&self.teacher.train, "teacher.train")];
