@@ -3,6 +3,8 @@
 //! read training images only; an empty or constant calibration shard is an error; a budget
 //! nothing can meet ships fp32 only.
 
+mod common;
+
 use std::collections::HashSet;
 use std::path::Path;
 
@@ -134,9 +136,11 @@ fn int8_model_runs_integer_ops_and_tracks_the_float_model() {
     for op in ["QLinearConv", "MatMulInteger", "QuantizeLinear"] {
         assert!(ops.iter().any(|o| o == op), "{op} in {ops:?}");
     }
-    for float_op in ["Conv", "MatMul", "Relu"] {
+    for float_op in ["Conv", "MatMul"] {
         assert!(!ops.iter().any(|o| o == float_op), "{float_op} left in {ops:?}");
     }
+    // The convolutions' Relus are fused; the one after the hidden layer's float bias stays.
+    assert_eq!(ops.iter().filter(|o| *o == "Relu").count(), 1, "{ops:?}");
     assert_eq!(report.float_layers, Vec::<String>::new());
     assert_eq!(report.int8_layers.len(), 5, "{:?}", report.int8_layers);
     let f = logits(&proto::encode(&model), &s.test);
@@ -250,19 +254,54 @@ fn empty_or_constant_calibration_shards_are_errors() {
 
 #[test]
 fn a_budget_no_int8_layer_meets_ships_fp32_only() {
-    let model = float_model(8);
+    // A model trained for an epoch, so that its predictions differ from image to image.
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = common::synthetic_config(tmp.path(), "q", "[{ epochs = 1, lr = 2e-3 }]", 300);
+    let out = common::run(tmp.path(), &["-q", "train", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let path = tmp.path().join("runs/q/train/model.ckpt");
+    let ckpt = Checkpoint::read(&path).unwrap();
+    let net = ckpt.load_model(&distill_edge::runtime::cpu(), &path).unwrap();
+    let opts = ExportOptions {
+        fold_batch_norm: true,
+        embedding_output: false,
+    };
+    let model = export_model(&net, &ckpt, &opts).unwrap();
+    let norm = ckpt.header.normalization.clone();
+    let mut train = generate(&SyntheticSpec {
+        train: 300,
+        test: 200,
+        ..SyntheticSpec::default()
+    })
+    .unwrap()
+    .train;
     // Labels = the float model's own predictions: fp32 top-1 is 100 %, and ranges clipped at
-    // the median (percentile 50.01) change predictions whichever layer is int8.
-    let mut train = splits().train;
-    let preds = argmax_rows(&logits(&proto::encode(&model), &train), 10);
+    // the median (percentile 50.01) collapse the activations whichever layer is int8.
+    let engine = TractEngine::from_bytes(&proto::encode(&model), "float").unwrap();
+    let indices: Vec<usize> = (0..train.len()).collect();
+    let mut x = Vec::new();
+    fill_batch(&train, &indices, &norm, None, &mut x);
+    let preds = argmax_rows(
+        &engine
+            .run(Batch {
+                data: &x,
+                shape: [train.len(), 1, 28, 28],
+            })
+            .unwrap()
+            .logits,
+        10,
+    );
+    let classes: HashSet<usize> = preds.iter().copied().collect();
+    assert!(classes.len() > 2, "the trained model predicts {classes:?}");
     train.labels = preds.iter().map(|&p| p as u16).collect();
     let req = request(Calibration::Percentile { percentile: 50.01 }, Some(0.0));
-    let (q, report) = int8::quantize(&model, &train, &norm(), &req, |_| {}).unwrap();
+    let (q, report) = int8::quantize(&model, &train, &norm, &req, |_| {}).unwrap();
     assert!(q.is_none(), "{report:?}");
     assert_eq!(report.shipped, "fp32 only");
     assert!(report.reason.as_deref().unwrap().contains("max-accuracy-drop = 0"));
     assert_eq!(report.fp32_accuracy, 1.0);
     assert_eq!(report.float_layers.len(), 5);
+    assert!(report.int8_layers.is_empty());
     // The search measured every layer alone, then kept layers float one by one.
     assert_eq!(report.layer_drops.len(), 5);
     assert!(report.steps.len() >= 6, "{:?}", report.steps);
