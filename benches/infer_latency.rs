@@ -31,7 +31,11 @@ fn time(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
 }
 
 /// Per-node time of tract's optimised plan, summed over `runs` runs after a warm-up.
-fn profile(plan: &std::sync::Arc<TypedSimplePlan>, input: &TValue, runs: usize) -> Vec<(String, String, String, f64)> {
+fn profile(
+    plan: &std::sync::Arc<TypedSimplePlan>,
+    input: &TValue,
+    runs: usize,
+) -> Vec<(String, String, String, f64)> {
     let model = plan.model();
     let mut total = vec![0f64; model.nodes.len()];
     for i in 0..runs + runs / 10 + 3 {
@@ -56,7 +60,12 @@ fn profile(plan: &std::sync::Arc<TypedSimplePlan>, input: &TValue, runs: usize) 
                 .first()
                 .map(|o| format!("{:?}", o.fact.datum_type))
                 .unwrap_or_default();
-            (n.name.clone(), n.op().name().to_string(), dt, total[n.id] / runs as f64)
+            (
+                n.name.clone(),
+                n.op().name().to_string(),
+                dt,
+                total[n.id] / runs as f64,
+            )
         })
         .collect()
 }

@@ -16,15 +16,18 @@ if [ "${1:-}" = "--int8" ]; then
   out=runs/bench-int8; mkdir -p "$out"
   "$de" -q export "$run" -o "$out/fp32.onnx"
   "$de" -q export "$run" -o "$out/int8-qdq.onnx" --quantize int8 --int8-form qdq --calibration min-max
-  for method in min-max percentile mse; do
-    "$de" -q export "$run" -o "$out/int8-qop-$method.onnx" --quantize int8 --calibration "$method"
-  done
-  for m in fp32 int8-qdq int8-qop-min-max int8-qop-percentile int8-qop-mse; do
+  q=("$de" -q export "$run" --quantize int8 --calibration mse)
+  "${q[@]}" -o "$out/int8-qop-mse.onnx"
+  "${q[@]}" -o "$out/int8-qop-mse-pt.onnx" --per-tensor
+  "${q[@]}" -o "$out/int8-qop-mse-f0.onnx" --float-layer blocks.0.conv
+  "${q[@]}" -o "$out/int8-qop-mse-f0-pt.onnx" --float-layer blocks.0.conv --per-tensor
+  models="fp32 int8-qdq int8-qop-mse int8-qop-mse-pt int8-qop-mse-f0 int8-qop-mse-f0-pt"
+  for m in $models; do
     bench "$out/$m.onnx" --runs 300 --profile
   done
-  for m in fp32 int8-qdq int8-qop-min-max int8-qop-percentile int8-qop-mse; do
+  for m in $models; do
     echo "== $m: top-1 on the full test set"
-    "$de" check "$out/$m.onnx" --checkpoint "$run" --runs 10
+    "$de" check "$out/$m.onnx" --checkpoint "$run" --runs 5 --batches 1
   done
   exit 0
 fi

@@ -273,6 +273,10 @@ pub struct ExportArgs {
     /// (qoperator form only).
     #[arg(long, value_name = "POINTS")]
     pub max_accuracy_drop: Option<f64>,
+    /// Keep this layer in float (repeatable; names as in the int8 report: `blocks.0.conv`,
+    /// `head`; qoperator form only).
+    #[arg(long = "float-layer", value_name = "LAYER")]
+    pub float_layers: Vec<String>,
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     pub per_tensor: bool,

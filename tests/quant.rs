@@ -90,6 +90,7 @@ fn request(calibration: Calibration, budget: Option<f64>) -> Int8Request {
         calibration_images: 64,
         validation_images: 200,
         max_accuracy_drop: budget,
+        float_layers: Vec::new(),
     }
 }
 
@@ -129,15 +130,24 @@ fn agreement(a: &[f32], b: &[f32]) -> (f32, f64) {
 fn int8_model_runs_integer_ops_and_tracks_the_float_model() {
     let model = float_model(5);
     let s = splits();
-    let (q, report) = int8::quantize(&model, &s.train, &norm(), &request(Calibration::Mse, None), |_| {})
-        .unwrap();
+    let (q, report) = int8::quantize(
+        &model,
+        &s.train,
+        &norm(),
+        &request(Calibration::Mse, None),
+        |_| {},
+    )
+    .unwrap();
     let q = q.expect("no budget: an int8 model");
     let ops = proto::op_types(&q);
     for op in ["QLinearConv", "MatMulInteger", "QuantizeLinear"] {
         assert!(ops.iter().any(|o| o == op), "{op} in {ops:?}");
     }
     for float_op in ["Conv", "MatMul"] {
-        assert!(!ops.iter().any(|o| o == float_op), "{float_op} left in {ops:?}");
+        assert!(
+            !ops.iter().any(|o| o == float_op),
+            "{float_op} left in {ops:?}"
+        );
     }
     // The convolutions' Relus are fused; the one after the hidden layer's float bias stays.
     assert_eq!(ops.iter().filter(|o| *o == "Relu").count(), 1, "{ops:?}");
@@ -155,7 +165,13 @@ fn int8_model_runs_integer_ops_and_tracks_the_float_model() {
     assert_eq!(cal.len(), 64);
     assert_eq!(report.images.validation.len(), 200);
     assert!(report.images.calibration.iter().all(|&i| i < s.train.len()));
-    assert!(report.images.validation.iter().all(|&i| i < s.train.len() && !cal.contains(&i)));
+    assert!(
+        report
+            .images
+            .validation
+            .iter()
+            .all(|&i| i < s.train.len() && !cal.contains(&i))
+    );
     onnx_runtime_agrees(&q, &i, &s.test);
 }
 
@@ -185,7 +201,11 @@ fn onnx_runtime_agrees(q: &pb::ModelProto, tract_logits: &[f32], test: &Dataset)
         })
         .unwrap();
     let p = compare(&got.logits, tract_logits, Tolerance::Quantized);
-    assert!(p.ok, "ONNX Runtime vs tract on the int8 model: {:?}", p.problem);
+    assert!(
+        p.ok,
+        "ONNX Runtime vs tract on the int8 model: {:?}",
+        p.problem
+    );
 }
 
 #[cfg(not(feature = "ort"))]
@@ -226,12 +246,21 @@ fn a_layer_kept_in_float_is_a_float_node_of_the_exported_graph() {
     assert!(!reads("QLinearConv", "blocks.0.conv.weight_quantized"));
     assert!(reads("QLinearConv", "blocks.1.conv.weight_quantized"));
     assert_eq!(
-        proto::op_types(&q).iter().filter(|o| *o == "QLinearConv").count(),
+        proto::op_types(&q)
+            .iter()
+            .filter(|o| *o == "QLinearConv")
+            .count(),
         2
     );
     // And it runs.
-    let (share, same) = agreement(&logits(&proto::encode(&q), &s.test), &logits(&proto::encode(&model), &s.test));
-    assert!(share < INT8_SPAN_SHARE && same >= INT8_TOP1_AGREEMENT, "{share} {same}");
+    let (share, same) = agreement(
+        &logits(&proto::encode(&q), &s.test),
+        &logits(&proto::encode(&model), &s.test),
+    );
+    assert!(
+        share < INT8_SPAN_SHARE && same >= INT8_TOP1_AGREEMENT,
+        "{share} {same}"
+    );
 }
 
 #[test]
@@ -240,15 +269,27 @@ fn empty_or_constant_calibration_shards_are_errors() {
     let mut empty = splits().train;
     empty.images.clear();
     empty.labels.clear();
-    let e = int8::quantize(&model, &empty, &norm(), &request(Calibration::MinMax, None), |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = int8::quantize(
+        &model,
+        &empty,
+        &norm(),
+        &request(Calibration::MinMax, None),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("calibration shard is empty"), "{e}");
     let mut constant = splits().train;
     constant.images.iter_mut().for_each(|p| *p = 0);
-    let e = int8::quantize(&model, &constant, &norm(), &request(Calibration::MinMax, None), |_| {})
-        .unwrap_err()
-        .to_string();
+    let e = int8::quantize(
+        &model,
+        &constant,
+        &norm(),
+        &request(Calibration::MinMax, None),
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("is constant (every pixel is 0)"), "{e}");
 }
 
@@ -257,11 +298,16 @@ fn a_budget_no_int8_layer_meets_ships_fp32_only() {
     // A model trained for an epoch, so that its predictions differ from image to image.
     let tmp = tempfile::tempdir().unwrap();
     let cfg = common::synthetic_config(tmp.path(), "q", "[{ epochs = 1, lr = 2e-3 }]", 300);
-    let out = common::run(tmp.path(), &["-q", "train", "--config", cfg.to_str().unwrap()]);
+    let out = common::run(
+        tmp.path(),
+        &["-q", "train", "--config", cfg.to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", common::stderr(&out));
     let path = tmp.path().join("runs/q/train/model.ckpt");
     let ckpt = Checkpoint::read(&path).unwrap();
-    let net = ckpt.load_model(&distill_edge::runtime::cpu(), &path).unwrap();
+    let net = ckpt
+        .load_model(&distill_edge::runtime::cpu(), &path)
+        .unwrap();
     let opts = ExportOptions {
         fold_batch_norm: true,
         embedding_output: false,
@@ -298,12 +344,22 @@ fn a_budget_no_int8_layer_meets_ships_fp32_only() {
     let (q, report) = int8::quantize(&model, &train, &norm, &req, |_| {}).unwrap();
     assert!(q.is_none(), "{report:?}");
     assert_eq!(report.shipped, "fp32 only");
-    assert!(report.reason.as_deref().unwrap().contains("max-accuracy-drop = 0"));
+    assert!(
+        report
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("max-accuracy-drop = 0")
+    );
     assert_eq!(report.fp32_accuracy, 1.0);
     assert_eq!(report.float_layers.len(), 5);
     assert!(report.int8_layers.is_empty());
     // The search measured every layer alone, then kept layers float one by one.
     assert_eq!(report.layer_drops.len(), 5);
     assert!(report.steps.len() >= 6, "{:?}", report.steps);
-    assert!(report.steps.iter().all(|s| s.drop_points > 0.0), "{:?}", report.steps);
+    assert!(
+        report.steps.iter().all(|s| s.drop_points > 0.0),
+        "{:?}",
+        report.steps
+    );
 }

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::{ExportArgs, GlobalArgs, QuantizeMode};
-use crate::data;
 use crate::config::quant::{Calibration, Int8Form, validate_drop, validate_percentile};
+use crate::data;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::onnx::export::{ExportOptions, export_model, quantization_label, summarize};
 use crate::onnx::int8::{self, Int8Request};
@@ -44,6 +44,9 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
                 validate_drop(origin, "--max-accuracy-drop", d)?;
             }
             let form = Int8Form::from(args.int8_form);
+            if form == Int8Form::Qdq && !args.float_layers.is_empty() {
+                anyhow::bail!("--float-layer needs --int8-form qoperator");
+            }
             if form == Int8Form::Qdq && args.max_accuracy_drop.is_some() {
                 anyhow::bail!(
                     "--max-accuracy-drop needs --int8-form qoperator (the layer search keeps \
@@ -60,6 +63,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
                 calibration_images: args.calibration_images,
                 validation_images: args.validation_images,
                 max_accuracy_drop: args.max_accuracy_drop,
+                float_layers: args.float_layers.clone(),
             };
             let (q, report) = int8::quantize(
                 &model,
@@ -74,7 +78,10 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
             match q {
                 Some(q) => {
                     model = q;
-                    proto::set_metadata(&mut model, &[(meta::QUANTIZATION, quantization_label(form))]);
+                    proto::set_metadata(
+                        &mut model,
+                        &[(meta::QUANTIZATION, quantization_label(form))],
+                    );
                 }
                 None => {
                     // Nothing int8 met the budget: say so, write no int8 model.

@@ -164,7 +164,10 @@ mod tests {
         let r = range("t", &v, &Calibration::Mse).unwrap();
         assert!(r.chosen.1 > 0.97, "a uniform range is kept: {r:?}");
         // Constant zero: the range stays (0, 0).
-        assert_eq!(range("t", &[0.0; 4], &Calibration::Mse).unwrap().chosen, (0.0, 0.0));
+        assert_eq!(
+            range("t", &[0.0; 4], &Calibration::Mse).unwrap().chosen,
+            (0.0, 0.0)
+        );
     }
 
     #[test]

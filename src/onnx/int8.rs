@@ -107,10 +107,11 @@ pub fn collect(
     }
     let image = train.shape.len();
     let first = train.images[indices[0] * image];
-    if indices
-        .iter()
-        .all(|&i| train.images[i * image..(i + 1) * image].iter().all(|&p| p == first))
-    {
+    if indices.iter().all(|&i| {
+        train.images[i * image..(i + 1) * image]
+            .iter()
+            .all(|&p| p == first)
+    }) {
         return Err(ExportError::Calibration(format!(
             "the calibration shard ({} images of {}) is constant (every pixel is {first}): \
              its activation ranges would say nothing about real inputs",
@@ -229,6 +230,9 @@ pub struct Int8Request {
     pub validation_images: usize,
     /// Top-1 budget in points for the layer-by-layer search (qoperator only).
     pub max_accuracy_drop: Option<f64>,
+    /// Layers kept in float whatever the search finds (qoperator only), e.g. a first
+    /// convolution with one input channel, whose int8 kernel is slower than the float one.
+    pub float_layers: Vec<String>,
 }
 
 /// One candidate measured by the search.
@@ -342,6 +346,11 @@ pub fn quantize(
             top1(&proto::encode(m), train, &validation, norm)
         }
     };
+    if req.form == Int8Form::Qdq && !req.float_layers.is_empty() {
+        return Err(ExportError::Calibration(
+            "layers kept in float need the qoperator form".into(),
+        ));
+    }
     if req.form == Int8Form::Qdq {
         let mut q = model.clone();
         let s = qdq::quantize_qdq(
@@ -366,10 +375,15 @@ pub fn quantize(
         let s = qop::quantize_qop(&mut q, &ranges, req.per_channel_weights, keep)?;
         Ok((q, s))
     };
-    let (mut best, mut summary) = build(&HashSet::new())?;
+    let forced: HashSet<String> = req.float_layers.iter().cloned().collect();
+    let (mut best, mut summary) = build(&forced)?;
     let mut acc = eval(&best)?;
     report.steps.push(SearchStep {
-        step: "every layer int8".into(),
+        step: if forced.is_empty() {
+            "every layer int8".into()
+        } else {
+            "every layer int8 but the configured float layers".into()
+        },
         float_layers: summary.float_layers.clone(),
         accuracy: acc,
         drop_points: points(fp32_accuracy, acc),
@@ -387,12 +401,16 @@ pub fn quantize(
             ));
         }
         // Sensitivity: the drop with only that layer int8.
-        for layer in &all {
-            progress(&format!("measuring the drop of layer {layer} alone in int8"));
+        for layer in all.iter().filter(|l| !forced.contains(*l)) {
+            progress(&format!(
+                "measuring the drop of layer {layer} alone in int8"
+            ));
             let keep: HashSet<String> = all.iter().filter(|l| *l != layer).cloned().collect();
             let (q, _) = build(&keep)?;
             let a = eval(&q)?;
-            report.layer_drops.push((layer.clone(), points(fp32_accuracy, a)));
+            report
+                .layer_drops
+                .push((layer.clone(), points(fp32_accuracy, a)));
             report.steps.push(SearchStep {
                 step: format!("only {layer} int8"),
                 float_layers: all.iter().filter(|l| *l != layer).cloned().collect(),
@@ -403,7 +421,7 @@ pub fn quantize(
         let mut order = report.layer_drops.clone();
         // Most harmful first; ties in graph order (stable sort).
         order.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let mut keep = HashSet::new();
+        let mut keep = forced.clone();
         let mut met = false;
         for (layer, _) in order {
             keep.insert(layer.clone());

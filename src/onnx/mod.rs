@@ -3,8 +3,8 @@
 
 pub mod calib;
 pub mod export;
-pub mod int8;
 pub mod fold;
+pub mod int8;
 pub mod meta;
 pub mod proto;
 pub mod qdq;

@@ -26,8 +26,8 @@ use serde::Serialize;
 
 use super::proto::{self, ProtoError, pb};
 use super::qdq::{
-    Kind, Names, QuantOp, Ranges, activation_qparams, dims_of, float_initializers,
-    quantizable_ops, quantize_bias, quantize_weight,
+    Kind, Names, QuantOp, Ranges, activation_qparams, dims_of, float_initializers, quantizable_ops,
+    quantize_bias, quantize_weight,
 };
 
 /// What [`quantize_qop`] did.
@@ -137,7 +137,9 @@ struct Builder<'a> {
 impl Builder<'_> {
     fn qparams(&mut self, tensor: &str, what: &str) -> Result<Quantized, ProtoError> {
         let range = self.ranges.get(tensor).copied().ok_or_else(|| {
-            ProtoError::Invalid(format!("no calibration range for tensor {tensor:?} ({what})"))
+            ProtoError::Invalid(format!(
+                "no calibration range for tensor {tensor:?} ({what})"
+            ))
         })?;
         let (scale, zp) = activation_qparams(tensor, range, false)?;
         let scale_name = self.names.fresh(&format!("{tensor}_scale"));
@@ -340,12 +342,19 @@ pub fn quantize_qop(
                     };
                     b.initializers
                         .push(proto::make_tensor_i8(&w_name, w_dims, &qw.values));
-                    b.initializers
-                        .push(proto::make_tensor_f32(&s_name, &scale_dims, &qw.scales));
-                    b.initializers
-                        .push(proto::make_tensor_i8(&zp_name, &[], &[0]));
                     bytes_before += 4 * w_values.len();
-                    bytes_after += qw.values.len() + 4 * qw.scales.len() + 1;
+                    bytes_after += qw.values.len();
+                    // MatMulInteger takes no weight scale: it is folded into the rescale Mul.
+                    if op.kind == Kind::Conv {
+                        b.initializers.push(proto::make_tensor_f32(
+                            &s_name,
+                            &scale_dims,
+                            &qw.scales,
+                        ));
+                        b.initializers
+                            .push(proto::make_tensor_i8(&zp_name, &[], &[0]));
+                        bytes_after += 4 * qw.scales.len() + 1;
+                    }
                     replaced.insert(op.weight.clone());
                     let entry = (w_name, s_name, zp_name, qw.scales.clone());
                     weights.insert(op.weight.clone(), entry.clone());
@@ -517,8 +526,8 @@ pub fn quantize_qop(
 
 #[cfg(test)]
 mod tests {
-    use super::proto::fixtures::tiny_cnn;
     use super::proto::check_topology;
+    use super::proto::fixtures::tiny_cnn;
     use super::*;
 
     fn ranges() -> Ranges {
@@ -558,7 +567,10 @@ mod tests {
         );
         assert_eq!(s.int8_layers, ["conv", "fc"]);
         assert!(s.float_layers.is_empty());
-        assert_eq!((s.fused_relus, s.quantize_nodes, s.dequantize_nodes), (1, 1, 0));
+        assert_eq!(
+            (s.fused_relus, s.quantize_nodes, s.dequantize_nodes),
+            (1, 1, 0)
+        );
         assert_eq!(s.integer_data_ops, 1);
         // The Relu's range (0, 2) sets the conv output: zero point 0, scale 2/255.
         let (_, scale) = proto::initializer_f32(&model, "relu_out_scale").unwrap();
@@ -566,7 +578,10 @@ mod tests {
         // Float weights are gone; the interface is unchanged.
         assert!(proto::initializer_f32(&model, "conv.weight").is_none());
         assert!(proto::initializer_f32(&model, "fc.weight").is_none());
-        assert_eq!(model.graph.as_ref().unwrap().output, tiny_cnn().graph.unwrap().output);
+        assert_eq!(
+            model.graph.as_ref().unwrap().output,
+            tiny_cnn().graph.unwrap().output
+        );
         let back = proto::decode(&proto::encode(&model)).unwrap();
         assert_eq!(back, model);
     }

@@ -98,6 +98,10 @@ pub struct ExportSection {
     /// can be int8 within it, only fp32 ships. Absent: every layer int8, no search.
     #[serde(default)]
     pub max_accuracy_drop: Option<f64>,
+    /// Layers kept in float whatever the search finds (qoperator form), by name as in
+    /// `int8.json` (`blocks.0.conv`, `head`).
+    #[serde(default)]
+    pub float_layers: Vec<String>,
 }
 
 impl Default for ExportSection {
@@ -111,6 +115,7 @@ impl Default for ExportSection {
             calibration_images: default_calibration(),
             validation_images: default_validation_images(),
             max_accuracy_drop: None,
+            float_layers: Vec::new(),
         }
     }
 }
@@ -138,6 +143,13 @@ impl ExportSection {
                     message: "expected at least 1 image".into(),
                 });
             }
+        }
+        if self.int8_form == Int8Form::Qdq && !self.float_layers.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                field: "export.float-layers".into(),
+                message: "layers kept in float need int8-form = \"qoperator\"".into(),
+            });
         }
         if self.int8_form == Int8Form::Qdq && self.max_accuracy_drop.is_some() {
             return Err(ConfigError::Invalid {

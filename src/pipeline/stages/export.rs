@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::infer::tract::TractEngine;
 use crate::fsutil::write_json_atomic;
+use crate::infer::tract::TractEngine;
 use crate::onnx::export::{ExportOptions, export_model, quantization_label};
 use crate::onnx::int8::{self, Int8Request};
 use crate::onnx::meta;
@@ -70,6 +70,7 @@ impl Stage for Export {
                 calibration_images: self.section.calibration_images,
                 validation_images: self.section.validation_images,
                 max_accuracy_drop: self.section.max_accuracy_drop,
+                float_layers: self.section.float_layers.clone(),
             };
             let (q, report) = int8::quantize(
                 &model,
