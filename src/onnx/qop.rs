@@ -578,6 +578,11 @@ mod tests {
         // Float weights are gone; the interface is unchanged.
         assert!(proto::initializer_f32(&model, "conv.weight").is_none());
         assert!(proto::initializer_f32(&model, "fc.weight").is_none());
+        // Integer weights still count as parameters; scales and zero points do not.
+        assert_eq!(
+            proto::parameter_count(&model),
+            proto::parameter_count(&tiny_cnn())
+        );
         assert_eq!(
             model.graph.as_ref().unwrap().output,
             tiny_cnn().graph.unwrap().output
