@@ -427,4 +427,39 @@ mod tests {
         let e = c.validate("fashion-mnist.toml").unwrap_err().to_string();
         assert!(e.contains("student.train") && e.contains("crop"), "{e}");
     }
+
+    #[test]
+    fn int8_settings_parse_kebab_case_and_are_validated() {
+        let e: ExportSection = toml::from_str(
+            "int8 = true\nint8-form = \"qoperator\"\ncalibration = \"percentile\"\n\
+             percentile = 99.9\nmax-accuracy-drop = 0.5\nfloat-layers = [\"blocks.0.conv\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            e.calibration_method(),
+            Calibration::Percentile { percentile: 99.9 }
+        );
+        e.validate("f.toml").unwrap();
+        assert!(toml::from_str::<ExportSection>("calibration = \"entropy\"\n").is_err());
+        assert!(toml::from_str::<ExportSection>("calibrate = \"mse\"\n").is_err());
+        let bad = [
+            ("percentile = 40.0\n", "export.percentile"),
+            ("max-accuracy-drop = -1.0\n", "export.max-accuracy-drop"),
+            ("calibration-images = 0\n", "export.calibration-images"),
+            (
+                "int8-form = \"qdq\"\nmax-accuracy-drop = 1.0\n",
+                "export.max-accuracy-drop",
+            ),
+            (
+                "int8-form = \"qdq\"\nfloat-layers = [\"head\"]\n",
+                "export.float-layers",
+            ),
+        ];
+        for (text, field) in bad {
+            let e: ExportSection = toml::from_str(text).unwrap();
+            let msg = e.validate("f.toml").unwrap_err().to_string();
+            assert!(msg.contains(field), "{text}: {msg}");
+        }
+        assert_eq!(ExportSection::default().calibration, CalibrationKind::Mse);
+    }
 }
