@@ -3,7 +3,8 @@
 #   scripts/bench-infer.sh                 the student and teacher of scripts/indistill-fm.sh, fp32 and int8
 #   scripts/bench-infer.sh --int8 RUN_DIR  fp32 vs int8 QDQ vs int8 operator form of the model in RUN_DIR
 #                                          (e.g. runs/fashion-mnist/student): latency with tract's
-#                                          per-node profile, then top-1 on the full test set
+#                                          per-node profile, top-1 on the full test set, then
+#                                          fp32 + each int8 model on aarch64 under qemu (emulated)
 #   scripts/bench-infer.sh a.onnx b.onnx   given model files
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,13 @@ if [ "${1:-}" = "--int8" ]; then
   for m in $models; do
     echo "== $m: top-1 on the full test set"
     "$de" check "$out/$m.onnx" --checkpoint "$run" --runs 5 --batches 1
+  done
+  # Emulated aarch64: one bundle per int8 model, the fp32 model beside it.
+  for m in int8-qdq int8-qop-mse int8-qop-mse-f0-pt; do
+    echo "== aarch64 (emulated): fp32 + $m"
+    "$de" build --target aarch64 --model "$out/fp32.onnx" --int8 "$out/$m.onnx" --runs 20 \
+      --batches 1,32 --shard-size 256 --data fashion-mnist --data-path /usr/share/datasets/fashion-mnist
+    "$de" bench --target aarch64
   done
   exit 0
 fi
