@@ -363,3 +363,70 @@ fn a_budget_no_int8_layer_meets_ships_fp32_only() {
         report.steps
     );
 }
+
+#[test]
+fn export_cli_writes_the_int8_model_and_its_report_and_refuses_bad_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let cfg = common::synthetic_config(p, "cli", "[{ epochs = 1, lr = 2e-3 }]", 300);
+    let out = common::run(p, &["-q", "train", "--config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let run = "runs/cli/train";
+    let report = common::run_ok_json(
+        p,
+        &[
+            "--json",
+            "export",
+            run,
+            "-o",
+            "m.int8.onnx",
+            "--quantize",
+            "int8",
+            "--calibration",
+            "percentile",
+            "--calibration-images",
+            "32",
+            "--validation-images",
+            "100",
+            "--max-accuracy-drop",
+            "100",
+            "--float-layer",
+            "head",
+        ],
+    );
+    let q = &report["quantization"];
+    assert_eq!(q["shipped"], "int8");
+    assert_eq!(q["form"], "qoperator");
+    assert_eq!(q["calibration"]["method"], "percentile");
+    assert_eq!(q["float_layers"], serde_json::json!(["head"]));
+    assert_eq!(q["images"]["split"], "train");
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.join("m.int8.json")).unwrap()).unwrap();
+    assert_eq!(written["float_layers"], q["float_layers"]);
+    let model = proto::decode(&std::fs::read(p.join("m.int8.onnx")).unwrap()).unwrap();
+    let ops = proto::op_types(&model);
+    assert!(ops.iter().any(|o| o == "QLinearConv") && ops.iter().any(|o| o == "MatMul"));
+
+    for (args, expect) in [
+        (vec!["--percentile", "40"], "--percentile"),
+        (vec!["--max-accuracy-drop=-1"], "--max-accuracy-drop"),
+        (vec!["--float-layer", "nope"], "\"nope\""),
+        (
+            vec!["--int8-form", "qdq", "--float-layer", "head"],
+            "--float-layer",
+        ),
+    ] {
+        let mut full = vec!["export", run, "-o", "bad.onnx", "--quantize", "int8"];
+        full.extend(args.iter().copied());
+        let out = common::run(p, &full);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            common::stderr(&out)
+        );
+        let line = common::error_line(&out, p);
+        assert!(line.contains(expect), "{args:?}: {line}");
+        assert!(!p.join("bad.onnx").exists(), "{args:?}: no model on error");
+    }
+}
