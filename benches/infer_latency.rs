@@ -1,8 +1,11 @@
 //! Inference latency of an ONNX model: tract in several configurations against ONNX Runtime,
 //! in one run, to separate tract's configuration from the runtime itself.
 //!
-//! `cargo bench --features ort --bench infer_latency -- MODEL.onnx [--runs 300]`
-//! (needs ORT_DYLIB_PATH for the ONNX Runtime rows). Prints one JSON object per row.
+//! `cargo bench --features ort --bench infer_latency -- MODEL.onnx [--runs 300] [--profile]`
+//! (needs ORT_DYLIB_PATH for the ONNX Runtime rows). Prints one JSON object per row. With
+//! `--profile`, also one row per node of tract's optimised plan (1 thread): the op, its output
+//! datum type (an integer type means an integer kernel) and its share of the time, measured
+//! around each node's evaluation over `--runs` runs.
 
 use std::time::Instant;
 
@@ -27,6 +30,46 @@ fn time(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
     p50(samples)
 }
 
+/// Per-node time of tract's optimised plan, summed over `runs` runs after a warm-up.
+fn profile(
+    plan: &std::sync::Arc<TypedSimplePlan>,
+    input: &TValue,
+    runs: usize,
+) -> Vec<(String, String, String, f64)> {
+    let model = plan.model();
+    let mut total = vec![0f64; model.nodes.len()];
+    for i in 0..runs + runs / 10 + 3 {
+        let mut state = plan.spawn().unwrap();
+        state
+            .run_plan_with_eval(tvec!(input.clone()), |ctx, op_state, node, inputs| {
+                let t = Instant::now();
+                let out = tract_onnx::tract_core::plan::eval(ctx, op_state, node, inputs);
+                if i >= runs / 10 + 3 {
+                    total[node.id] += t.elapsed().as_secs_f64() * 1e3;
+                }
+                out
+            })
+            .unwrap();
+    }
+    model
+        .nodes
+        .iter()
+        .map(|n| {
+            let dt = n
+                .outputs
+                .first()
+                .map(|o| format!("{:?}", o.fact.datum_type))
+                .unwrap_or_default();
+            (
+                n.name.clone(),
+                n.op().name().to_string(),
+                dt,
+                total[n.id] / runs as f64,
+            )
+        })
+        .collect()
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
@@ -42,6 +85,7 @@ fn main() {
         .position(|a| a == "--runs")
         .and_then(|i| args.get(i + 1)?.parse().ok())
         .unwrap_or(300);
+    let profiling = args.iter().any(|a| a == "--profile");
     let model = tract_onnx::onnx()
         .with_ignore_value_info(true)
         .model_for_path(&model_path)
@@ -101,6 +145,16 @@ fn main() {
                 optimised.run(tvec!(input.clone())).unwrap();
             }),
         );
+        if profiling {
+            let rows = profile(&optimised, &input, runs);
+            let sum: f64 = rows.iter().map(|r| r.3).sum();
+            for (node, op, datum_type, ms) in rows {
+                println!(
+                    "{}",
+                    serde_json::json!({"model": model_path, "engine": "tract", "profile": true, "batch": batch, "node": node, "op": op, "output_type": datum_type, "ms": ms, "share": ms / sum})
+                );
+            }
+        }
         tract_linalg::multithread::set_default_executor(
             tract_linalg::multithread::Executor::multithread(2),
         );

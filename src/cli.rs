@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::board::Optimize;
 use crate::config::distill::Method;
+use crate::config::quant::{CalibrationKind, Int8Form};
 
 /// Train a teacher, distill a compact student and prove it on the target board.
 #[derive(Debug, Parser)]
@@ -69,8 +70,8 @@ pub enum Command {
     /// queries = test split, mAP with 11-point interpolated precision and precision of the
     /// top-100, for cosine and L2 distance.
     Eval(EvalArgs),
-    /// Export a trained model to ONNX (BN folded, named input/outputs, metadata; int8 QDQ
-    /// with `--quantize int8`).
+    /// Export a trained model to ONNX (BN folded, named input/outputs, metadata; int8 with
+    /// `--quantize int8`: operator form by default, QDQ with `--int8-form qdq`).
     ///
     /// The graph is traced from the trained burn module with a symbolic batch axis. Input
     /// `input` [N, C, H, W] (normalised as the metadata says), outputs `logits` and, with
@@ -191,8 +192,48 @@ pub struct DataInfoArgs {
 /// Weight quantization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum QuantizeMode {
-    /// int8 QDQ: Quantize/DequantizeLinear around every Conv and MatMul.
+    /// int8 post-training quantization (form: `--int8-form`).
     Int8,
+}
+
+/// `--int8-form` values: the CLI mirror of [`Int8Form`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Int8FormArg {
+    /// Integer operators (QLinearConv, MatMulInteger): integer kernels in tract and ONNX
+    /// Runtime.
+    Qoperator,
+    /// Quantize/DequantizeLinear pairs around float Conv and MatMul (tract runs it in float).
+    Qdq,
+}
+
+impl From<Int8FormArg> for Int8Form {
+    fn from(f: Int8FormArg) -> Self {
+        match f {
+            Int8FormArg::Qoperator => Int8Form::Qoperator,
+            Int8FormArg::Qdq => Int8Form::Qdq,
+        }
+    }
+}
+
+/// `--calibration` values: the CLI mirror of [`CalibrationKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CalibrationArg {
+    /// The observed minimum and maximum.
+    MinMax,
+    /// The `--percentile`-th and (100 - `--percentile`)-th percentiles.
+    Percentile,
+    /// The clipped range with the smallest mean squared quantization error.
+    Mse,
+}
+
+impl From<CalibrationArg> for CalibrationKind {
+    fn from(c: CalibrationArg) -> Self {
+        match c {
+            CalibrationArg::MinMax => CalibrationKind::MinMax,
+            CalibrationArg::Percentile => CalibrationKind::Percentile,
+            CalibrationArg::Mse => CalibrationKind::Mse,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -212,9 +253,30 @@ pub struct ExportArgs {
     /// Post-training quantization; calibrates activation ranges on training images.
     #[arg(long, value_enum, value_name = "MODE")]
     pub quantize: Option<QuantizeMode>,
+    /// Form of the int8 graph.
+    #[arg(long, value_enum, default_value = "qoperator", value_name = "FORM")]
+    pub int8_form: Int8FormArg,
+    /// How activation ranges are chosen from the calibration values.
+    #[arg(long, value_enum, default_value = "mse", value_name = "METHOD")]
+    pub calibration: CalibrationArg,
+    /// Percentile for `--calibration percentile`, in (50, 100].
+    #[arg(long, default_value_t = 99.99, value_name = "P")]
+    pub percentile: f64,
     /// Training images used for int8 calibration.
     #[arg(long, default_value_t = 512, value_name = "N")]
     pub calibration_images: usize,
+    /// Other training images on which the int8 top-1 drop is measured.
+    #[arg(long, default_value_t = 2000, value_name = "N")]
+    pub validation_images: usize,
+    /// Keep in float the layers that push the int8 top-1 drop (points, on the validation
+    /// images) above this; when no layer can be int8 within it, no int8 model is written
+    /// (qoperator form only).
+    #[arg(long, value_name = "POINTS")]
+    pub max_accuracy_drop: Option<f64>,
+    /// Keep this layer in float (repeatable; names as in the int8 report: `blocks.0.conv`,
+    /// `head`; qoperator form only).
+    #[arg(long = "float-layer", value_name = "LAYER")]
+    pub float_layers: Vec<String>,
     /// One weight scale per tensor instead of per output channel.
     #[arg(long)]
     pub per_tensor: bool,

@@ -32,7 +32,7 @@ pub struct ModelInfo {
     pub normalization: Option<Normalization>,
     /// MACs per image.
     pub macs: Option<u64>,
-    /// int8 QDQ model.
+    /// int8 model (QDQ or operator form).
     pub quantized: bool,
     /// Dataset kind the model was trained on.
     pub dataset: Option<String>,

@@ -299,7 +299,7 @@ fn print_human(r: &CheckReport) {
         r.model.bytes,
         r.model.parameters,
         r.model.macs.map_or("?".into(), |m| m.to_string()),
-        if r.model.quantized { ", int8 QDQ" } else { "" },
+        if r.model.quantized { ", int8" } else { "" },
         r.threads
     );
 }

@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use crate::cli::{ExportArgs, GlobalArgs, QuantizeMode};
+use crate::config::quant::{Calibration, Int8Form, validate_drop, validate_percentile};
 use crate::data;
-use crate::fsutil::write_atomic;
-use crate::onnx::export::{ExportOptions, calibrate, export_model, quantize, summarize};
-use crate::onnx::proto;
-use crate::onnx::qdq::QuantizeOptions;
+use crate::fsutil::{write_atomic, write_json_atomic};
+use crate::onnx::export::{ExportOptions, export_model, quantization_label, summarize};
+use crate::onnx::int8::{self, Int8Request};
+use crate::onnx::{meta, proto};
 use crate::progress::Reporter;
 use crate::table::Table;
 use crate::train::Checkpoint;
@@ -37,28 +38,65 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
     let quantization = match args.quantize {
         None => None,
         Some(QuantizeMode::Int8) => {
+            let origin = "command line";
+            validate_percentile(origin, "--percentile", args.percentile)?;
+            if let Some(d) = args.max_accuracy_drop {
+                validate_drop(origin, "--max-accuracy-drop", d)?;
+            }
+            let form = Int8Form::from(args.int8_form);
+            if form == Int8Form::Qdq && !args.float_layers.is_empty() {
+                anyhow::bail!("--float-layer needs --int8-form qoperator");
+            }
+            if form == Int8Form::Qdq && args.max_accuracy_drop.is_some() {
+                anyhow::bail!(
+                    "--max-accuracy-drop needs --int8-form qoperator (the layer search keeps \
+                     layers float in operator form only)"
+                );
+            }
             let source = super::data_for_model(&dir, args.config.as_deref(), &args.data)
                 .context("int8 calibration needs the training data")?;
             let splits = data::load(&source)?;
-            reporter.line(format!(
-                "calibrating activation ranges on {} {} training images",
-                args.calibration_images.min(splits.train.len()),
-                source.name()
-            ));
-            let ranges = calibrate(
+            let request = Int8Request {
+                form,
+                calibration: Calibration::new(args.calibration.into(), args.percentile),
+                per_channel_weights: !args.per_tensor,
+                calibration_images: args.calibration_images,
+                validation_images: args.validation_images,
+                max_accuracy_drop: args.max_accuracy_drop,
+                float_layers: args.float_layers.clone(),
+            };
+            let (q, report) = int8::quantize(
                 &model,
                 &splits.train,
                 &ckpt.header.normalization,
-                args.calibration_images,
+                &request,
+                |m| reporter.line(m),
             )?;
-            Some(quantize(
-                &mut model,
-                &ranges,
-                &QuantizeOptions {
-                    per_channel_weights: !args.per_tensor,
-                    ..QuantizeOptions::default()
-                },
-            )?)
+            let report_path = out.with_extension("json");
+            write_json_atomic(&report_path, &report)
+                .with_context(|| format!("writing {}", report_path.display()))?;
+            match q {
+                Some(q) => {
+                    model = q;
+                    proto::set_metadata(
+                        &mut model,
+                        &[(meta::QUANTIZATION, quantization_label(form))],
+                    );
+                }
+                None => {
+                    // Nothing int8 met the budget: say so, write no int8 model.
+                    eprintln!(
+                        "int8: {}; only fp32 ships (report: {})",
+                        report.reason.as_deref().unwrap_or("no int8 model"),
+                        report_path.display()
+                    );
+                    if global.json {
+                        return super::print_json(&report);
+                    }
+                    return Ok(());
+                }
+            }
+            Some(report)
         }
     };
     let bytes = proto::encode(&model);
@@ -88,6 +126,22 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
             ops.join(","),
         ]);
         print!("{}", t.render());
+        if let Some(q) = &summary.quantization {
+            println!(
+                "int8 ({}, {} ranges): int8 layers [{}], float layers [{}]; top-1 on {} held-out \
+                 training images: fp32 {:.2}%, int8 {:.2}% (drop {:.2} points)",
+                q.form,
+                serde_json::to_value(q.calibration)?["method"]
+                    .as_str()
+                    .unwrap_or("?"),
+                q.int8_layers.join(", "),
+                q.float_layers.join(", "),
+                q.images.validation.len(),
+                100.0 * q.fp32_accuracy,
+                100.0 * q.int8_accuracy.unwrap_or(f64::NAN),
+                q.drop_points.unwrap_or(f64::NAN),
+            );
+        }
     }
     Ok(())
 }

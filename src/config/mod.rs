@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub mod distill;
+pub mod quant;
 
 use crate::config::distill::VariantSpec;
 use crate::data::DataSource;

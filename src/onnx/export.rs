@@ -1,5 +1,5 @@
 //! Export a trained [`ConvNet`] to ONNX: traced by burn-onnx from the very module we trained,
-//! then edited with the official ONNX protobuf types (names, metadata, optional int8 QDQ).
+//! then edited with the official ONNX protobuf types (names, metadata); int8 in `int8`.
 
 use std::path::{Path, PathBuf};
 
@@ -11,11 +11,8 @@ use serde::Serialize;
 use super::fold::fold_batch_norm;
 use super::meta;
 use super::proto::{self, pb};
-use super::qdq::{self, QuantizeOptions, Ranges};
 use crate::data::Dataset;
 use crate::data::prep::fill_batch;
-use crate::infer::Batch;
-use crate::infer::tract::TractEngine;
 use crate::model::ConvNet;
 use crate::train::Checkpoint;
 
@@ -70,7 +67,7 @@ pub struct ExportSummary {
     /// Whether batch norm was folded.
     pub folded: bool,
     /// Present for int8 models.
-    pub quantization: Option<qdq::QdqSummary>,
+    pub quantization: Option<super::int8::Int8Report>,
 }
 
 /// Traces `net` (eval mode) with a symbolic batch axis and returns the edited ModelProto.
@@ -150,71 +147,12 @@ fn json<T: Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).expect("metadata serialises")
 }
 
-/// Measures the (min, max) of every tensor [`qdq::calibration_tensors`] names by running the
-/// float model with tract on `images` normalised training images.
-pub fn calibrate(
-    model: &pb::ModelProto,
-    data: &Dataset,
-    norm: &crate::data::prep::Normalization,
-    images: usize,
-) -> Result<Ranges, ExportError> {
-    let names = qdq::calibration_tensors(model);
-    let mut probe = model.clone();
-    proto::expose_outputs(&mut probe, &names)?;
-    let engine = TractEngine::from_bytes(&proto::encode(&probe), "<calibration model>")
-        .map_err(|e| ExportError::Calibration(e.to_string()))?;
-    let outputs = engine.output_names().to_vec();
-    let mut ranges: Ranges = Ranges::new();
-    let n = images.clamp(1, data.len());
-    // Evenly spaced images cover every class of a sorted or shuffled set alike.
-    let picks: Vec<usize> = (0..n).map(|i| i * data.len() / n).collect();
-    let mut buffer = Vec::new();
-    let s = data.shape;
-    for chunk in picks.chunks(64) {
-        fill_batch(data, chunk, norm, None, &mut buffer);
-        let raw = engine
-            .run_raw(Batch {
-                data: &buffer,
-                shape: [chunk.len(), s.channels, s.height, s.width],
-            })
-            .map_err(|e| ExportError::Calibration(e.to_string()))?;
-        for (name, (_, values)) in outputs.iter().zip(raw) {
-            if !names.contains(name) {
-                continue;
-            }
-            let (lo, hi) = values
-                .iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                    (a.min(v), b.max(v))
-                });
-            let e = ranges.entry(name.clone()).or_insert((lo, hi));
-            e.0 = e.0.min(lo);
-            e.1 = e.1.max(hi);
-        }
+/// The metadata value of [`meta::QUANTIZATION`] for an int8 model in `form`.
+pub fn quantization_label(form: crate::config::quant::Int8Form) -> &'static str {
+    match form {
+        crate::config::quant::Int8Form::Qoperator => "int8 QOperator (post-training)",
+        crate::config::quant::Int8Form::Qdq => "int8 QDQ (post-training)",
     }
-    // The graph input itself is not a node output: measure it from the data directly.
-    if names.iter().any(|n| n == INPUT) {
-        let mut all = Vec::new();
-        fill_batch(data, &picks, norm, None, &mut all);
-        let (lo, hi) = all
-            .iter()
-            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
-                (a.min(v), b.max(v))
-            });
-        ranges.insert(INPUT.to_string(), (lo, hi));
-    }
-    Ok(ranges)
-}
-
-/// Quantizes `model` to int8 QDQ after calibration.
-pub fn quantize(
-    model: &mut pb::ModelProto,
-    ranges: &Ranges,
-    opts: &QuantizeOptions,
-) -> Result<qdq::QdqSummary, ExportError> {
-    let summary = qdq::quantize_qdq(model, ranges, opts)?;
-    proto::set_metadata(model, &[(meta::QUANTIZATION, "int8 QDQ (post-training)")]);
-    Ok(summary)
 }
 
 /// Summarises an encoded model written at `path`.
@@ -223,7 +161,7 @@ pub fn summarize(
     path: &Path,
     bytes: u64,
     folded: bool,
-    quantization: Option<qdq::QdqSummary>,
+    quantization: Option<super::int8::Int8Report>,
 ) -> ExportSummary {
     ExportSummary {
         path: path.to_path_buf(),

@@ -1,7 +1,11 @@
-//! ONNX: export from the trained burn module, protobuf editing, BN folding, int8 QDQ.
+//! ONNX: export from the trained burn module, protobuf editing, BN folding, int8 (QDQ and
+//! operator form), calibration.
 
+pub mod calib;
 pub mod export;
 pub mod fold;
+pub mod int8;
 pub mod meta;
 pub mod proto;
 pub mod qdq;
+pub mod qop;

@@ -411,6 +411,33 @@ pub fn parameter_count(model: &pb::ModelProto) -> usize {
                 dequantized.insert(x.as_str());
             }
         }
+        // Operator-form int8: weights (and the QLinearConv bias) are parameters, scales and
+        // zero points are not.
+        let (weights, params): (&[usize], &[usize]) = match n.op_type() {
+            "QLinearConv" => (&[3, 8], &[1, 2, 4, 5, 6, 7]),
+            "MatMulInteger" => (&[1], &[2, 3]),
+            _ => (&[], &[]),
+        };
+        for &i in weights {
+            if let Some(x) = n.input.get(i) {
+                dequantized.insert(x.as_str());
+            }
+        }
+        for &i in params {
+            if let Some(x) = n.input.get(i) {
+                qparams.insert(x.as_str());
+            }
+        }
+        // The rescale of a MatMulInteger product (Mul(Cast(MatMulInteger), scale)).
+        let producer = |t: &str| graph.node.iter().find(|p| p.output.iter().any(|o| o == t));
+        if n.op_type() == "Mul"
+            && let (Some(a), Some(scale)) = (n.input.first(), n.input.get(1))
+            && let Some(cast) = producer(a).filter(|p| p.op_type() == "Cast")
+            && let Some(acc) = cast.input.first()
+            && producer(acc).is_some_and(|p| p.op_type() == "MatMulInteger")
+        {
+            qparams.insert(scale.as_str());
+        }
     }
     let float_types = [
         DataType::Float,

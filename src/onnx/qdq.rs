@@ -68,14 +68,14 @@ pub struct QdqSummary {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Conv,
     MatMul,
 }
 
 impl Kind {
     /// Axis of the weight's output channels.
-    fn channel_axis(self) -> usize {
+    pub(crate) fn channel_axis(self) -> usize {
         match self {
             Kind::Conv => 0,
             Kind::MatMul => 1,
@@ -84,15 +84,15 @@ impl Kind {
 }
 
 /// A Conv or MatMul whose weight (and Conv bias) are float initializers.
-struct QuantOp {
-    node: usize,
-    kind: Kind,
-    activation: String,
-    weight: String,
-    bias: Option<String>,
+pub(crate) struct QuantOp {
+    pub(crate) node: usize,
+    pub(crate) kind: Kind,
+    pub(crate) activation: String,
+    pub(crate) weight: String,
+    pub(crate) bias: Option<String>,
 }
 
-fn float_initializers(graph: &pb::GraphProto) -> HashMap<&str, (Vec<i64>, Vec<f32>)> {
+pub(crate) fn float_initializers(graph: &pb::GraphProto) -> HashMap<&str, (Vec<i64>, Vec<f32>)> {
     // An initializer also listed as a graph input can be overridden at run time: not a
     // constant, so not quantizable.
     let inputs: HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
@@ -104,7 +104,7 @@ fn float_initializers(graph: &pb::GraphProto) -> HashMap<&str, (Vec<i64>, Vec<f3
         .collect()
 }
 
-fn quantizable_ops(
+pub(crate) fn quantizable_ops(
     graph: &pb::GraphProto,
     floats: &HashMap<&str, (Vec<i64>, Vec<f32>)>,
 ) -> Vec<QuantOp> {
@@ -166,7 +166,7 @@ pub fn calibration_tensors(model: &pb::ModelProto) -> Vec<String> {
 }
 
 /// Per-tensor activation scale and zero point from a calibration range (see the module docs).
-fn activation_qparams(
+pub(crate) fn activation_qparams(
     name: &str,
     range: (f32, f32),
     signed: bool,
@@ -199,9 +199,9 @@ fn activation_qparams(
 
 /// Symmetric int8 weight quantization: one scale per tensor (`axis` None) or per index along
 /// `axis`.
-struct QuantWeight {
-    values: Vec<i8>,
-    scales: Vec<f32>,
+pub(crate) struct QuantWeight {
+    pub(crate) values: Vec<i8>,
+    pub(crate) scales: Vec<f32>,
 }
 
 fn quantize_to_i8(value: f32, scale: f32) -> i8 {
@@ -217,7 +217,7 @@ fn weight_scale(absmax: f32) -> f32 {
     }
 }
 
-fn quantize_weight(dims: &[i64], values: &[f32], axis: Option<usize>) -> QuantWeight {
+pub(crate) fn quantize_weight(dims: &[i64], values: &[f32], axis: Option<usize>) -> QuantWeight {
     let (channels, inner) = match axis {
         Some(a) => (
             usize::try_from(dims[a]).unwrap_or(1).max(1),
@@ -241,7 +241,7 @@ fn quantize_weight(dims: &[i64], values: &[f32], axis: Option<usize>) -> QuantWe
 }
 
 /// int32 bias values for these bias scales, or `None` when one would overflow int32.
-fn quantize_bias(values: &[f32], scales: &[f32]) -> Option<Vec<i32>> {
+pub(crate) fn quantize_bias(values: &[f32], scales: &[f32]) -> Option<Vec<i32>> {
     values
         .iter()
         .enumerate()
@@ -254,16 +254,16 @@ fn quantize_bias(values: &[f32], scales: &[f32]) -> Option<Vec<i32>> {
 }
 
 /// Fresh tensor/node names, avoiding everything the graph already uses.
-struct Names(HashSet<String>);
+pub(crate) struct Names(HashSet<String>);
 
 impl Names {
-    fn new(graph: &pb::GraphProto) -> Self {
+    pub(crate) fn new(graph: &pb::GraphProto) -> Self {
         let mut used = proto::tensor_names(graph);
         used.extend(graph.node.iter().map(|n| n.name().to_string()));
         Self(used)
     }
 
-    fn fresh(&mut self, base: &str) -> String {
+    pub(crate) fn fresh(&mut self, base: &str) -> String {
         let mut name = base.to_string();
         let mut k = 1;
         while self.0.contains(&name) {
@@ -275,7 +275,7 @@ impl Names {
     }
 }
 
-fn dims_of(len: usize) -> Vec<i64> {
+pub(crate) fn dims_of(len: usize) -> Vec<i64> {
     vec![i64::try_from(len).unwrap_or(i64::MAX)]
 }
 

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::distill::{DistillSettings, Method};
+use crate::config::quant::{
+    Calibration, CalibrationKind, Int8Form, default_percentile, default_validation_images,
+    validate_drop, validate_percentile,
+};
 use crate::config::{ConfigError, TrainSettings};
 use crate::data::DataSource;
 
@@ -75,12 +79,34 @@ pub struct ExportSection {
     /// Fold batch norm.
     #[serde(default = "yes")]
     pub fold: bool,
-    /// Also ship an int8 QDQ model.
+    /// Also ship an int8 model.
     #[serde(default)]
     pub int8: bool,
-    /// Calibration images for int8.
+    /// Form of the int8 graph: `qoperator` (integer kernels) or `qdq`.
+    #[serde(default)]
+    pub int8_form: Int8Form,
+    /// Activation ranges: `min-max`, `percentile` or `mse`.
+    #[serde(default)]
+    pub calibration: CalibrationKind,
+    /// Percentile for `calibration = "percentile"`.
+    #[serde(default = "default_percentile")]
+    pub percentile: f64,
+    /// Training images the activation ranges are measured on.
     #[serde(default = "default_calibration")]
     pub calibration_images: usize,
+    /// Other training images (held out from calibration) on which the int8 top-1 drop is
+    /// measured, layer by layer.
+    #[serde(default = "default_validation_images")]
+    pub validation_images: usize,
+    /// Largest top-1 drop (points) of the int8 model against the fp32 one on the held-out
+    /// images: layers that push the drop above it stay float (qoperator form); when no layer
+    /// can be int8 within it, only fp32 ships. Absent: every layer int8, no search.
+    #[serde(default)]
+    pub max_accuracy_drop: Option<f64>,
+    /// Layers kept in float whatever the search finds (qoperator form), by name as in
+    /// `int8.json` (`blocks.0.conv`, `head`).
+    #[serde(default)]
+    pub float_layers: Vec<String>,
 }
 
 impl Default for ExportSection {
@@ -88,8 +114,56 @@ impl Default for ExportSection {
         Self {
             fold: true,
             int8: false,
+            int8_form: Int8Form::default(),
+            calibration: CalibrationKind::default(),
+            percentile: default_percentile(),
             calibration_images: default_calibration(),
+            validation_images: default_validation_images(),
+            max_accuracy_drop: None,
+            float_layers: Vec::new(),
         }
+    }
+}
+
+impl ExportSection {
+    /// The resolved calibration method.
+    pub fn calibration_method(&self) -> Calibration {
+        Calibration::new(self.calibration, self.percentile)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        validate_percentile(origin, "export.percentile", self.percentile)?;
+        if let Some(d) = self.max_accuracy_drop {
+            validate_drop(origin, "export.max-accuracy-drop", d)?;
+        }
+        let positive = [
+            ("export.calibration-images", self.calibration_images),
+            ("export.validation-images", self.validation_images),
+        ];
+        for (field, n) in positive {
+            if n == 0 {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    field: field.into(),
+                    message: "expected at least 1 image".into(),
+                });
+            }
+        }
+        if self.int8_form == Int8Form::Qdq && !self.float_layers.is_empty() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                field: "export.float-layers".into(),
+                message: "layers kept in float need int8-form = \"qoperator\"".into(),
+            });
+        }
+        if self.int8_form == Int8Form::Qdq && self.max_accuracy_drop.is_some() {
+            return Err(ConfigError::Invalid {
+                origin: origin.into(),
+                field: "export.max-accuracy-drop".into(),
+                message: "the layer-by-layer search needs int8-form = \"qoperator\"".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -281,6 +355,7 @@ impl PipelineConfig {
         if let Some(b) = &self.student.baselines_train {
             b.validate(origin, "student.baselines-train")?;
         }
+        self.export.validate(origin)?;
         // Settings that depend on the image size, where the data source fixes it.
         if let Some((h, w)) = crate::config::image_size(&self.data) {
             let mut schedules = vec![(&self.teacher.train, "teacher.train")];
@@ -375,5 +450,40 @@ mod tests {
         c.student.train.augment.crop_padding = 1000;
         let e = c.validate("fashion-mnist.toml").unwrap_err().to_string();
         assert!(e.contains("student.train") && e.contains("crop"), "{e}");
+    }
+
+    #[test]
+    fn int8_settings_parse_kebab_case_and_are_validated() {
+        let e: ExportSection = toml::from_str(
+            "int8 = true\nint8-form = \"qoperator\"\ncalibration = \"percentile\"\n\
+             percentile = 99.9\nmax-accuracy-drop = 0.5\nfloat-layers = [\"blocks.0.conv\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            e.calibration_method(),
+            Calibration::Percentile { percentile: 99.9 }
+        );
+        e.validate("f.toml").unwrap();
+        assert!(toml::from_str::<ExportSection>("calibration = \"entropy\"\n").is_err());
+        assert!(toml::from_str::<ExportSection>("calibrate = \"mse\"\n").is_err());
+        let bad = [
+            ("percentile = 40.0\n", "export.percentile"),
+            ("max-accuracy-drop = -1.0\n", "export.max-accuracy-drop"),
+            ("calibration-images = 0\n", "export.calibration-images"),
+            (
+                "int8-form = \"qdq\"\nmax-accuracy-drop = 1.0\n",
+                "export.max-accuracy-drop",
+            ),
+            (
+                "int8-form = \"qdq\"\nfloat-layers = [\"head\"]\n",
+                "export.float-layers",
+            ),
+        ];
+        for (text, field) in bad {
+            let e: ExportSection = toml::from_str(text).unwrap();
+            let msg = e.validate("f.toml").unwrap_err().to_string();
+            assert!(msg.contains(field), "{text}: {msg}");
+        }
+        assert_eq!(ExportSection::default().calibration, CalibrationKind::Mse);
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::export::{FP32_FILE, INT8_FILE};
+use super::export::{FP32_FILE, INT8_FILE, INT8_REPORT_FILE};
 use crate::exit::CheckFailed;
 use crate::fsutil::write_json_atomic;
 use crate::hostcheck::{EngineReport, LatencyPlan, ModelInfo, check_engines, verdict};
@@ -64,6 +64,16 @@ impl Stage for Check {
             ..LatencyPlan::default()
         };
         let export_dir = ctx.dir("export");
+        let int8_report = export_dir.join(INT8_REPORT_FILE);
+        if int8_report.is_file() {
+            let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&int8_report)?)?;
+            if report["shipped"] == "fp32 only" {
+                reporter.line(format!(
+                    "int8: none shipped ({})",
+                    report["reason"].as_str().unwrap_or("see int8.json")
+                ));
+            }
+        }
         let mut records = Vec::new();
         let mut failures = Vec::new();
         for (name, file) in [("fp32", FP32_FILE), ("int8", INT8_FILE)] {

@@ -1,12 +1,15 @@
-//! `export`: the student to ONNX (`student.onnx`), and with `int8` a calibrated QDQ model
-//! (`student.int8.onnx`).
+//! `export`: the student to ONNX (`student.onnx`), and with `int8` a calibrated int8 model
+//! (`student.int8.onnx`, operator form by default) with its report (`int8.json`).
 
 use std::path::Path;
 
 use anyhow::Result;
 
+use crate::fsutil::write_json_atomic;
 use crate::infer::tract::TractEngine;
-use crate::onnx::export::{ExportOptions, calibrate, export_model, quantize};
+use crate::onnx::export::{ExportOptions, export_model, quantization_label};
+use crate::onnx::int8::{self, Int8Request};
+use crate::onnx::meta;
 use crate::pipeline::config::ExportSection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
@@ -15,8 +18,10 @@ use crate::train::supervised::MODEL_FILE;
 
 /// The fp32 model.
 pub const FP32_FILE: &str = "student.onnx";
-/// The int8 model.
+/// The int8 model (absent when no int8 model met `max-accuracy-drop`).
 pub const INT8_FILE: &str = "student.int8.onnx";
+/// The int8 report: form, calibration, images used, layers kept float, the search's steps.
+pub const INT8_REPORT_FILE: &str = "int8.json";
 
 /// Exports the student.
 pub struct Export {
@@ -58,19 +63,38 @@ impl Stage for Export {
         crate::fsutil::write_atomic(&dir.join(FP32_FILE), &bytes)?;
         if self.section.int8 {
             let splits = ctx.splits()?;
-            reporter.line(format!(
-                "int8: calibrating on {} training images",
-                self.section.calibration_images
-            ));
-            let ranges = calibrate(
+            let request = Int8Request {
+                form: self.section.int8_form,
+                calibration: self.section.calibration_method(),
+                per_channel_weights: true,
+                calibration_images: self.section.calibration_images,
+                validation_images: self.section.validation_images,
+                max_accuracy_drop: self.section.max_accuracy_drop,
+                float_layers: self.section.float_layers.clone(),
+            };
+            let (q, report) = int8::quantize(
                 &model,
                 &splits.train,
                 &ckpt.header.normalization,
-                self.section.calibration_images,
+                &request,
+                |m| reporter.line(format!("int8: {m}")),
             )?;
-            let mut q = model.clone();
-            quantize(&mut q, &ranges, &Default::default())?;
-            crate::fsutil::write_atomic(&dir.join(INT8_FILE), &crate::onnx::proto::encode(&q))?;
+            write_json_atomic(&dir.join(INT8_REPORT_FILE), &report)?;
+            match q {
+                Some(mut q) => {
+                    crate::onnx::proto::set_metadata(
+                        &mut q,
+                        &[(meta::QUANTIZATION, quantization_label(request.form))],
+                    );
+                    let bytes = crate::onnx::proto::encode(&q);
+                    TractEngine::from_bytes(&bytes, INT8_FILE)?;
+                    crate::fsutil::write_atomic(&dir.join(INT8_FILE), &bytes)?;
+                }
+                None => reporter.line(format!(
+                    "int8: {}; only fp32 ships",
+                    report.reason.as_deref().unwrap_or("no int8 model")
+                )),
+            }
         }
         Ok(())
     }
