@@ -97,7 +97,7 @@ pub enum Command {
     /// and compare it with the host: same top-1 on the shard, outputs within tolerance,
     /// latency against the target's budget.
     Bench(BenchArgs),
-    /// Inspect datasets.
+    /// Inspect datasets, or write one as an image folder.
     Data {
         #[command(subcommand)]
         command: DataCommand,
@@ -120,7 +120,8 @@ pub struct TrainArgs {
     /// Training config (TOML). Command-line options override its values.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Model preset (cnn32, cnn32-small, cnn32-large) or path to a model TOML.
+    /// Model preset (cnn32, cnn32-small, cnn32-large, mobilenet96, mobilenet96-large) or
+    /// path to a model TOML.
     #[arg(long, value_name = "NAME|FILE")]
     pub model: Option<String>,
     #[command(flatten)]
@@ -177,6 +178,41 @@ pub enum DataCommand {
     /// Load a dataset (validating every file) and describe it: sizes, image shape, classes,
     /// class balance and pixel statistics.
     Info(DataInfoArgs),
+    /// Write a dataset as an image folder (`OUT/train/<class>/*.png`, `OUT/test/...`) of
+    /// square images, e.g. Fashion-MNIST as colourised 96x96 RGB for the mobilenet96 student.
+    /// The folder is created whole or not at all; an existing one is refused.
+    Make(DataMakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataMakeArgs {
+    /// The folder to create (must not exist).
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// Config whose `[data]` section is the source.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Side of the written square images, pixels (every image is resized to it).
+    #[arg(long, default_value_t = 96, value_name = "PIXELS")]
+    pub size: usize,
+    /// Channels of the written images: 1 (gray) or 3 (RGB).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub channels: usize,
+    /// Training images to write, evenly spaced over the split (default: all).
+    #[arg(long, value_name = "N")]
+    pub train: Option<usize>,
+    /// Test images to write, evenly spaced over the split (default: all).
+    #[arg(long, value_name = "N")]
+    pub test: Option<usize>,
+    /// Keep a gray source gray in every channel instead of tinting each image with its own
+    /// random colour (colour then carries no class information).
+    #[arg(long)]
+    pub no_colour: bool,
+    /// Seed of the colours.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

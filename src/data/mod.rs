@@ -10,6 +10,7 @@ pub mod folder;
 pub mod idx;
 pub mod prep;
 pub mod synthetic;
+pub mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
