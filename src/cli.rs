@@ -81,6 +81,11 @@ pub enum Command {
     ///
     /// Exits with 3 when parity fails or the accuracy drop exceeds `--max-accuracy-drop`.
     Check(CheckArgs),
+    /// Describe any ONNX model (e.g. a teacher exported from PyTorch): inputs and outputs,
+    /// every op tract cannot run, every Conv with its output shape and whether it can be an
+    /// InDistill tap (and why not), parameters, MACs, and with `--student` the proposed tap
+    /// for each student block.
+    Inspect(InspectArgs),
     /// Build everything from data to a validated bundle, like `cargo build`: train the teacher,
     /// the auxiliary and the student (InDistill), export, check on the host, cross-compile
     /// the runner, bundle and validate on the device, then write the report.
@@ -185,6 +190,34 @@ pub enum DataCommand {
 }
 
 #[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The ONNX model.
+    #[arg(value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Image input as CxHxW, e.g. `3x96x96` (needed when the graph's is symbolic).
+    #[arg(long, value_name = "CxHxW", value_parser = parse_chw)]
+    pub input: Option<[usize; 3]>,
+    /// Student model (preset or TOML): propose a teacher tap for each of its blocks.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub student: Option<String>,
+}
+
+/// `3x96x96` -> `[3, 96, 96]`.
+fn parse_chw(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split('x').collect();
+    let bad = || format!("'{s}': expected CxHxW with sizes > 0, e.g. 3x96x96");
+    let [c, h, w] = parts[..] else {
+        return Err(bad());
+    };
+    let v: Vec<usize> = [c, h, w]
+        .iter()
+        .map(|p| p.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    Ok([v[0], v[1], v[2]])
+}
+
+#[derive(Debug, Args)]
 pub struct DataMakeArgs {
     /// The folder to create (must not exist).
     #[arg(value_name = "OUT")]
@@ -200,10 +233,10 @@ pub struct DataMakeArgs {
     /// Channels of the written images: 1 (gray) or 3 (RGB).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub channels: usize,
-    /// Training images to write, evenly spaced over the split (default: all).
+    /// Training images to write, balanced over the classes (default: all).
     #[arg(long, value_name = "N")]
     pub train: Option<usize>,
-    /// Test images to write, evenly spaced over the split (default: all).
+    /// Test images to write, balanced over the classes (default: all).
     #[arg(long, value_name = "N")]
     pub test: Option<usize>,
     /// Keep a gray source gray in every channel instead of tinting each image with its own

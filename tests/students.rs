@@ -290,3 +290,65 @@ fn a_mobilenet_student_trains_on_a_generated_96px_folder_exports_and_checks() {
         assert!(e["parity"]["ok"].as_bool().unwrap(), "{report}");
     }
 }
+
+/// `inspect` on an exported mobilenet96-large: the stem and every pointwise conv are taps,
+/// every depthwise conv is refused as grouped, and each mobilenet96 block gets the teacher
+/// block of the same index.
+#[test]
+fn inspect_proposes_a_tap_per_student_block_on_an_exported_teacher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (net, ckpt) = random_model("mobilenet96-large", INPUT96, 4);
+    let path = tmp.path().join("teacher.onnx");
+    std::fs::write(&path, proto::encode(&export(&net, &ckpt, true))).unwrap();
+    let report = run_ok_json(
+        tmp.path(),
+        &[
+            "--json",
+            "inspect",
+            path.to_str().unwrap(),
+            "--student",
+            "mobilenet96",
+        ],
+    );
+    assert_eq!(report["unsupported"].as_array().unwrap().len(), 0, "{report}");
+    let convs = report["convs"].as_array().unwrap();
+    assert_eq!(convs.len(), 11, "{report}");
+    for c in convs {
+        if c["groups"] == 1 {
+            assert!(c["tap"].is_string(), "{c}");
+        } else {
+            assert!(
+                c["refused"].as_str().unwrap().contains("grouped conv"),
+                "{c}"
+            );
+        }
+    }
+    let teacher = &ckpt.header.architecture;
+    let taps = report["taps"].as_array().unwrap();
+    assert_eq!(taps.len(), 6);
+    for (k, t) in taps.iter().enumerate() {
+        let s = teacher.block_shapes[k];
+        assert_eq!(
+            t["tap_shape"],
+            serde_json::json!([s.channels, s.height, s.width]),
+            "block {k}: {t}"
+        );
+    }
+    // Parameters as the architecture counts them (BN folded into the convs: weights and
+    // biases only).
+    let params = report["parameters"].as_u64().unwrap() as usize;
+    let bn: usize = {
+        let mut cin = 3;
+        let mut n = 0;
+        for b in &teacher.spec.blocks {
+            n += 2 * b.width;
+            if b.kind == distill_edge::model::BlockKind::Separable {
+                n += 2 * cin;
+            }
+            cin = b.width;
+        }
+        n
+    };
+    assert_eq!(params, teacher.trainable_params() - bn);
+    assert_eq!(report["macs"].as_u64().unwrap(), teacher.macs());
+}

@@ -33,7 +33,7 @@ pub struct FolderOptions {
     pub side: usize,
     /// Output channels: 1 (gray) or 3 (RGB).
     pub channels: usize,
-    /// Training images to write (evenly spaced over the split); `None` = all.
+    /// Training images to write (balanced over the classes); `None` = all.
     pub train: Option<usize>,
     /// Test images to write; `None` = all.
     pub test: Option<usize>,
@@ -88,10 +88,34 @@ pub fn class_folder_names(classes: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `n` indices spread evenly over `0..len` (all of them when `n` is `None` or >= `len`).
-fn picks(len: usize, n: Option<usize>) -> Vec<usize> {
+/// `n` indices of `labels` (all when `n` is `None` or >= their number), balanced over the
+/// classes: round-robin over the classes, each class's images in order. Sorted.
+fn picks(labels: &[u16], n: Option<usize>) -> Vec<usize> {
+    let len = labels.len();
     let n = n.unwrap_or(len).min(len);
-    (0..n).map(|i| i * len / n.max(1)).collect()
+    if n == len {
+        return (0..len).collect();
+    }
+    let classes = labels.iter().map(|&l| usize::from(l) + 1).max().unwrap_or(0);
+    let mut lists = vec![Vec::new(); classes];
+    for (i, &l) in labels.iter().enumerate() {
+        lists[usize::from(l)].push(i);
+    }
+    let mut out = Vec::with_capacity(n);
+    let mut round = 0;
+    while out.len() < n {
+        for list in &lists {
+            if let Some(&i) = list.get(round) {
+                out.push(i);
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+        round += 1;
+    }
+    out.sort_unstable();
+    out
 }
 
 /// One image of `ds`, converted, resized and tinted.
@@ -182,7 +206,7 @@ pub fn write_folder(
     .into_iter()
     .enumerate()
     {
-        let chosen = picks(ds.len(), n);
+        let chosen = picks(&ds.labels, n);
         let dir = tmp.path().join(split);
         for name in &names {
             std::fs::create_dir_all(dir.join(name)).map_err(|e| DataError::io(&dir, e))?;
@@ -281,7 +305,7 @@ mod tests {
         assert_eq!((summary.train, summary.test), (6, 6));
         let back = super::super::folder::load(&out, ImageShape::new(3, 9, 9)).unwrap();
         assert_eq!(back.train.classes, summary.classes);
-        // picks 0, 2, 4, 6, 8, 10 of labels i % 3
+        // picks 0..6 (two per class) of labels i % 3
         assert_eq!(back.train.labels, [0, 0, 1, 1, 2, 2]);
         assert_eq!(back.test.len(), 6);
         // Colourised: the channels of one image differ.

@@ -2,6 +2,7 @@
 
 pub mod export;
 pub mod fold;
+pub mod graph;
 pub mod meta;
 pub mod proto;
 pub mod qdq;
