@@ -226,7 +226,10 @@ mod tests {
     fn randomise_bn(net: ConvNet) -> ConvNet {
         let mut net = net;
         for b in &mut net.blocks {
-            for bn in [b.bn.as_mut(), b.depthwise_bn.as_mut()].into_iter().flatten() {
+            for bn in [b.bn.as_mut(), b.depthwise_bn.as_mut()]
+                .into_iter()
+                .flatten()
+            {
                 let [n] = bn.gamma.val().dims();
                 let d = bn.gamma.val().device();
                 let r =

@@ -32,7 +32,10 @@ fn random_model(preset: &str, input: ImageShape, seed: u64) -> (ConvNet, Checkpo
         .unwrap();
     let mut net = ConvNet::new(&arch, &device);
     for b in &mut net.blocks {
-        for bn in [b.bn.as_mut(), b.depthwise_bn.as_mut()].into_iter().flatten() {
+        for bn in [b.bn.as_mut(), b.depthwise_bn.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let [n] = bn.gamma.val().dims();
             let r = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
             bn.gamma = Param::from_tensor(r(0.5, 1.5));
@@ -248,9 +251,14 @@ fn a_mobilenet_student_trains_on_a_generated_96px_folder_exports_and_checks() {
         "{}",
         stderr(&again)
     );
+    // An absolute data path: `check` reads the config saved beside the model, in the run
+    // directory, where a relative one would not resolve.
     std::fs::write(
         p.join("m96.toml"),
-        "name = \"m96\"\nseed = 3\nmodel = \"mobilenet96\"\n\n[data]\nkind = \"folder\"\npath = \"rgb96\"\nheight = 96\nwidth = 96\n\n[train]\nbatch-size = 8\nschedule = [{ epochs = 1, lr = 1e-3 }]\n",
+        format!(
+            "name = \"m96\"\nseed = 3\nmodel = \"mobilenet96\"\n\n[data]\nkind = \"folder\"\npath = \"{}\"\nheight = 96\nwidth = 96\n\n[train]\nbatch-size = 8\nschedule = [{{ epochs = 1, lr = 1e-3 }}]\n",
+            p.join("rgb96").display()
+        ),
     )
     .unwrap();
     let out = run(p, &["-q", "train", "--config", "m96.toml"]);
@@ -310,7 +318,11 @@ fn inspect_proposes_a_tap_per_student_block_on_an_exported_teacher() {
             "mobilenet96",
         ],
     );
-    assert_eq!(report["unsupported"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(
+        report["unsupported"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
     let convs = report["convs"].as_array().unwrap();
     assert_eq!(convs.len(), 11, "{report}");
     for c in convs {

@@ -70,8 +70,14 @@ fn make(args: &DataMakeArgs, global: &GlobalArgs) -> Result<()> {
         colourise: !args.no_colour,
         seed: args.seed,
     };
-    let total = args.train.unwrap_or(splits.train.len()).min(splits.train.len())
-        + args.test.unwrap_or(splits.test.len()).min(splits.test.len());
+    let total = args
+        .train
+        .unwrap_or(splits.train.len())
+        .min(splits.train.len())
+        + args
+            .test
+            .unwrap_or(splits.test.len())
+            .min(splits.test.len());
     reporter.start_bar(total as u64, "writing");
     let summary = {
         let r = &reporter;

@@ -96,7 +96,11 @@ fn picks(labels: &[u16], n: Option<usize>) -> Vec<usize> {
     if n == len {
         return (0..len).collect();
     }
-    let classes = labels.iter().map(|&l| usize::from(l) + 1).max().unwrap_or(0);
+    let classes = labels
+        .iter()
+        .map(|&l| usize::from(l) + 1)
+        .max()
+        .unwrap_or(0);
     let mut lists = vec![Vec::new(); classes];
     for (i, &l) in labels.iter().enumerate() {
         lists[usize::from(l)].push(i);

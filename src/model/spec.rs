@@ -674,13 +674,22 @@ mod tests {
         let shapes: Vec<_> = arch.block_shapes.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             shapes,
-            ["16x48x48", "32x48x48", "64x24x24", "64x24x24", "128x12x12", "128x6x6"]
+            [
+                "16x48x48",
+                "32x48x48",
+                "64x24x24",
+                "64x24x24",
+                "128x12x12",
+                "128x6x6"
+            ]
         );
         assert_eq!(arch.flat_features(), 128);
         // Counted by hand: stem conv 3->16 (3x3) + BN; then per separable block cin->cout:
         // depthwise cin*9 + cin, BN 2*cin, pointwise cout*cin + cout, BN 2*cout.
         let sep = |cin: usize, cout: usize| cin * 9 + cin + 2 * cin + cout * cin + cout + 2 * cout;
-        let blocks = 16 * 27 + 16 + 32
+        let blocks = 16 * 27
+            + 16
+            + 32
             + sep(16, 32)
             + sep(32, 64)
             + sep(64, 64)

@@ -137,7 +137,8 @@ fn node_label(node: &pb::NodeProto) -> String {
 
 fn declared(vi: &pb::ValueInfoProto) -> Vec<String> {
     use pb::tensor_shape_proto::dimension::Value;
-    let Some(pb::type_proto::Value::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+    let Some(pb::type_proto::Value::TensorType(t)) =
+        vi.r#type.as_ref().and_then(|t| t.value.as_ref())
     else {
         return vec![];
     };
@@ -154,7 +155,15 @@ fn declared(vi: &pb::ValueInfoProto) -> Vec<String> {
 }
 
 /// Output size of a conv or pool along one axis.
-fn window_out(size: i64, k: i64, stride: i64, pad_begin: i64, pad_end: i64, dilation: i64, ceil: bool) -> i64 {
+fn window_out(
+    size: i64,
+    k: i64,
+    stride: i64,
+    pad_begin: i64,
+    pad_end: i64,
+    dilation: i64,
+    ceil: bool,
+) -> i64 {
     let eff = dilation * (k - 1) + 1;
     let span = size + pad_begin + pad_end - eff;
     if span < 0 {
@@ -203,8 +212,16 @@ fn broadcast(a: &[i64], b: &[i64]) -> Option<Vec<i64>> {
     let n = a.len().max(b.len());
     let mut out = vec![0; n];
     for i in 0..n {
-        let x = if i + a.len() >= n { a[i + a.len() - n] } else { 1 };
-        let y = if i + b.len() >= n { b[i + b.len() - n] } else { 1 };
+        let x = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let y = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
         out[i] = match (x, y) {
             (x, y) if x == y => x,
             (1, y) => y,
@@ -282,11 +299,12 @@ fn propagate(
             }
         }
     }
-    shapes.insert(input_name.to_string(), vec![1, input[0], input[1], input[2]]);
+    shapes.insert(
+        input_name.to_string(),
+        vec![1, input[0], input[1], input[2]],
+    );
     for node in &graph.node {
-        let get = |i: usize| -> Option<&Vec<i64>> {
-            node.input.get(i).and_then(|n| shapes.get(n))
-        };
+        let get = |i: usize| -> Option<&Vec<i64>> { node.input.get(i).and_then(|n| shapes.get(n)) };
         let out: Option<Vec<i64>> = match node.op_type() {
             "Constant" => {
                 if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
@@ -294,13 +312,16 @@ fn propagate(
                         let v = if !t.int64_data.is_empty() {
                             Some(t.int64_data.clone())
                         } else {
-                            t.raw_data.as_ref().filter(|_| {
-                                t.data_type() == pb::tensor_proto::DataType::Int64 as i32
-                            }).map(|raw| {
-                                raw.chunks_exact(8)
-                                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                                    .collect()
-                            })
+                            t.raw_data
+                                .as_ref()
+                                .filter(|_| {
+                                    t.data_type() == pb::tensor_proto::DataType::Int64 as i32
+                                })
+                                .map(|raw| {
+                                    raw.chunks_exact(8)
+                                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                                        .collect()
+                                })
                         };
                         if let Some(v) = v {
                             consts.insert(o.clone(), v);
@@ -341,13 +362,13 @@ fn propagate(
             })(),
             "Flatten" => get(0).and_then(|x| {
                 let axis = attr_i(node, "axis", 1);
-                let axis = if axis < 0 { axis + x.len() as i64 } else { axis } as usize;
-                (axis <= x.len()).then(|| {
-                    vec![
-                        x[..axis].iter().product(),
-                        x[axis..].iter().product(),
-                    ]
-                })
+                let axis = if axis < 0 {
+                    axis + x.len() as i64
+                } else {
+                    axis
+                } as usize;
+                (axis <= x.len())
+                    .then(|| vec![x[..axis].iter().product(), x[axis..].iter().product()])
             }),
             "Reshape" => (|| {
                 let x = get(0)?;
@@ -356,7 +377,13 @@ fn propagate(
                 let mut out: Vec<i64> = target
                     .iter()
                     .enumerate()
-                    .map(|(i, &d)| if d == 0 { x.get(i).copied().unwrap_or(0) } else { d })
+                    .map(|(i, &d)| {
+                        if d == 0 {
+                            x.get(i).copied().unwrap_or(0)
+                        } else {
+                            d
+                        }
+                    })
                     .collect();
                 if let Some(p) = out.iter().position(|&d| d == -1) {
                     let known: i64 = out.iter().filter(|&&d| d != -1).product();
@@ -367,8 +394,16 @@ fn propagate(
             "Gemm" => (|| {
                 let a = get(0)?;
                 let b = get(1)?;
-                let m = if attr_i(node, "transA", 0) == 1 { a[1] } else { a[0] };
-                let n = if attr_i(node, "transB", 0) == 1 { b[0] } else { b[1] };
+                let m = if attr_i(node, "transA", 0) == 1 {
+                    a[1]
+                } else {
+                    a[0]
+                };
+                let n = if attr_i(node, "transB", 0) == 1 {
+                    b[0]
+                } else {
+                    b[1]
+                };
                 Some(vec![m, n])
             })(),
             "MatMul" => (|| {
@@ -381,10 +416,29 @@ fn propagate(
                 *s.last_mut()? = b[1];
                 Some(s)
             })(),
+            // Integer shape arithmetic (as exporters write for a flatten with a dynamic
+            // batch): folded to constants so that a later Reshape has a known shape.
+            "Shape" | "Gather" | "Unsqueeze" | "Squeeze"
+                if fold_int(node, &shapes, &mut consts).is_some() =>
+            {
+                node.output
+                    .first()
+                    .and_then(|o| consts.get(o))
+                    .map(|v| vec![v.len() as i64])
+            }
+            "Concat" if fold_int(node, &shapes, &mut consts).is_some() => node
+                .output
+                .first()
+                .and_then(|o| consts.get(o))
+                .map(|v| vec![v.len() as i64]),
             "Concat" => (|| {
                 let first = get(0)?.clone();
                 let axis = attr_i(node, "axis", 0);
-                let axis = if axis < 0 { axis + first.len() as i64 } else { axis } as usize;
+                let axis = if axis < 0 {
+                    axis + first.len() as i64
+                } else {
+                    axis
+                } as usize;
                 let mut s = first;
                 for i in 1..node.input.len() {
                     *s.get_mut(axis)? += get(i)?.get(axis)?;
@@ -398,6 +452,40 @@ fn propagate(
         }
     }
     shapes
+}
+
+/// Folds an integer Shape / Gather (axis 0) / Unsqueeze / Squeeze / Concat (axis 0) whose
+/// inputs are known into `consts`; `None` when they are not.
+fn fold_int(
+    node: &pb::NodeProto,
+    shapes: &HashMap<String, Vec<i64>>,
+    consts: &mut HashMap<String, Vec<i64>>,
+) -> Option<()> {
+    let input = |i: usize| node.input.get(i).and_then(|n| consts.get(n));
+    let value = match node.op_type() {
+        "Shape" => shapes.get(node.input.first()?)?.clone(),
+        "Gather" if attr_i(node, "axis", 0) == 0 => {
+            let data = input(0)?;
+            input(1)?
+                .iter()
+                .map(|&i| {
+                    let i = if i < 0 { i + data.len() as i64 } else { i };
+                    data.get(usize::try_from(i).ok()?).copied()
+                })
+                .collect::<Option<Vec<i64>>>()?
+        }
+        "Unsqueeze" | "Squeeze" => input(0)?.clone(),
+        "Concat" if attr_i(node, "axis", 0) == 0 => {
+            let mut v = Vec::new();
+            for i in 0..node.input.len() {
+                v.extend(input(i)?);
+            }
+            v
+        }
+        _ => return None,
+    };
+    consts.insert(node.output.first()?.clone(), value);
+    Some(())
 }
 
 fn chw(shape: Option<&Vec<i64>>) -> Option<[i64; 3]> {
@@ -553,11 +641,19 @@ fn tap_of(
 ) -> (Option<String>, Option<String>) {
     let refuse = |m: String| (None, Some(m));
     if groups != 1 {
-        return refuse(format!("grouped conv (group = {groups}): its filters cannot be pruned one by one"));
+        return refuse(format!(
+            "grouped conv (group = {groups}): its filters cannot be pruned one by one"
+        ));
     }
     let describe = |ids: &[usize]| {
         ids.iter()
-            .map(|&i| format!("{} '{}'", graph.node[i].op_type(), node_label(&graph.node[i])))
+            .map(|&i| {
+                format!(
+                    "{} '{}'",
+                    graph.node[i].op_type(),
+                    node_label(&graph.node[i])
+                )
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -686,18 +782,19 @@ pub fn propose_taps(info: &GraphInfo, student: &Architecture) -> Vec<TapProposal
                     .convs
                     .iter()
                     .filter(|c| {
-                        c.output_shape.is_some_and(|[_, h, w]| {
-                            h == s.height as i64 && w == s.width as i64
-                        }) || c.tap_shape.is_some_and(|[_, h, w]| {
-                            h == s.height as i64 && w == s.width as i64
-                        })
+                        c.output_shape
+                            .is_some_and(|[_, h, w]| h == s.height as i64 && w == s.width as i64)
+                            || c.tap_shape.is_some_and(|[_, h, w]| {
+                                h == s.height as i64 && w == s.width as i64
+                            })
                     })
                     .map(|c| match (&c.tap, &c.refused) {
                         (Some(t), _) => format!(
                             "{} -> {} ({})",
                             c.node,
                             t,
-                            c.tap_shape.map_or("?".into(), |[c, h, w]| format!("{c}x{h}x{w}"))
+                            c.tap_shape
+                                .map_or("?".into(), |[c, h, w]| format!("{c}x{h}x{w}"))
                         ),
                         (None, Some(r)) => format!("{} refused: {r}", c.node),
                         (None, None) => c.node.clone(),
@@ -736,7 +833,9 @@ pub fn propose_taps(info: &GraphInfo, student: &Architecture) -> Vec<TapProposal
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::proto::{self, Dim, make_attr_int, make_attr_ints, make_node, make_tensor_f32};
+    use crate::onnx::proto::{
+        self, Dim, make_attr_int, make_attr_ints, make_node, make_tensor_f32,
+    };
     use pb::tensor_proto::DataType;
 
     /// A graph builder over the prost types.
@@ -752,7 +851,16 @@ mod tests {
                 inits: vec![],
             }
         }
-        fn conv(&mut self, name: &str, x: &str, cin: i64, cout: i64, k: i64, stride: i64, group: i64) -> String {
+        fn conv(
+            &mut self,
+            name: &str,
+            x: &str,
+            cin: i64,
+            cout: i64,
+            k: i64,
+            stride: i64,
+            group: i64,
+        ) -> String {
             let w = format!("{name}.w");
             let per = cin / group;
             self.inits.push(make_tensor_f32(
@@ -775,17 +883,29 @@ mod tests {
             ));
             out
         }
-        fn op(&mut self, op: &str, name: &str, inputs: &[&str], attrs: Vec<pb::AttributeProto>) -> String {
+        fn op(
+            &mut self,
+            op: &str,
+            name: &str,
+            inputs: &[&str],
+            attrs: Vec<pb::AttributeProto>,
+        ) -> String {
             let out = format!("{name}.out");
             self.nodes.push(make_node(op, inputs, &[&out], name, attrs));
             out
         }
         fn bn(&mut self, name: &str, x: &str, c: i64) -> String {
-            let names: Vec<String> = ["s", "b", "m", "v"].iter().map(|p| format!("{name}.{p}")).collect();
+            let names: Vec<String> = ["s", "b", "m", "v"]
+                .iter()
+                .map(|p| format!("{name}.{p}"))
+                .collect();
             for n in &names {
-                self.inits.push(make_tensor_f32(n, &[c], &vec![1.0; c as usize]));
+                self.inits
+                    .push(make_tensor_f32(n, &[c], &vec![1.0; c as usize]));
             }
-            let refs: Vec<&str> = std::iter::once(x).chain(names.iter().map(String::as_str)).collect();
+            let refs: Vec<&str> = std::iter::once(x)
+                .chain(names.iter().map(String::as_str))
+                .collect();
             self.op("BatchNormalization", name, &refs, vec![])
         }
         fn model(self, out: &str, classes: i64) -> pb::ModelProto {
@@ -802,7 +922,12 @@ mod tests {
                     input: vec![proto::make_value_info(
                         "x",
                         DataType::Float,
-                        &[Dim::Symbolic("batch".into()), Dim::Fixed(3), Dim::Fixed(32), Dim::Fixed(32)],
+                        &[
+                            Dim::Symbolic("batch".into()),
+                            Dim::Fixed(3),
+                            Dim::Fixed(32),
+                            Dim::Fixed(32),
+                        ],
                     )],
                     output: vec![proto::make_value_info(
                         out,
@@ -828,7 +953,10 @@ mod tests {
             "MaxPool",
             "pool",
             &[&r],
-            vec![make_attr_ints("kernel_shape", &[2, 2]), make_attr_ints("strides", &[2, 2])],
+            vec![
+                make_attr_ints("kernel_shape", &[2, 2]),
+                make_attr_ints("strides", &[2, 2]),
+            ],
         );
         let c1 = g.conv("res_a", &p, 16, 16, 3, 1, 1);
         let b1 = g.bn("res_a_bn", &c1, 16);
@@ -846,7 +974,8 @@ mod tests {
         let gap = g.op("GlobalAveragePool", "gap", &[&r4], vec![]);
         let _ = odd2;
         let f = g.op("Flatten", "flat", &[&gap], vec![]);
-        g.inits.push(make_tensor_f32("fc.w", &[32, 10], &[0.0; 320]));
+        g.inits
+            .push(make_tensor_f32("fc.w", &[32, 10], &[0.0; 320]));
         let fc = g.op("MatMul", "fc", &[&f, "fc.w"], vec![]);
         g.model(&fc, 10)
     }
@@ -874,7 +1003,10 @@ mod tests {
         let want = 16 * 32 * 32 * 27 + 2 * 16 * 16 * 16 * 144 + 32 * 64 * 144 + 32 * 64 * 9 + 320;
         assert_eq!(info.macs, want as u64);
         assert_eq!(info.macs_unknown_nodes, 0);
-        assert_eq!(info.parameters, 16 * 27 + 4 * 16 + 2 * (16 * 144 + 4 * 16) + 32 * 144 + 32 * 9 + 320);
+        assert_eq!(
+            info.parameters,
+            16 * 27 + 4 * 16 + 2 * (16 * 144 + 4 * 16) + 32 * 144 + 32 * 9 + 320
+        );
     }
 
     #[test]
@@ -888,7 +1020,9 @@ mod tests {
         let info = analyse(&g.model(&gap, 8), Some([3, 20, 20])).unwrap();
         let refused = info.convs[0].refused.clone().unwrap();
         assert!(
-            refused.contains("2 consumers") && refused.contains("Relu 'r'") && refused.contains("Sigmoid 's'"),
+            refused.contains("2 consumers")
+                && refused.contains("Relu 'r'")
+                && refused.contains("Sigmoid 's'"),
             "{refused}"
         );
         assert_eq!(info.convs[0].output_shape, Some([8, 20, 20]));
@@ -932,7 +1066,12 @@ mod tests {
         g.input[0] = proto::make_value_info(
             "x",
             DataType::Float,
-            &[Dim::Symbolic("batch".into()), Dim::Fixed(3), Dim::Symbolic("h".into()), Dim::Symbolic("w".into())],
+            &[
+                Dim::Symbolic("batch".into()),
+                Dim::Fixed(3),
+                Dim::Symbolic("h".into()),
+                Dim::Symbolic("w".into()),
+            ],
         );
         let e = analyse(&m, None).unwrap_err().to_string();
         assert!(e.contains("--input CxHxW"), "{e}");
