@@ -299,6 +299,71 @@ fn a_mobilenet_student_trains_on_a_generated_96px_folder_exports_and_checks() {
     }
 }
 
+/// The acceptance path: a mobilenet96 student trained on a generated 96x96 folder runs in
+/// the aarch64 bundle under qemu with outputs within tolerance of the host's (the cross
+/// build is cached under the cargo target directory, shared with tests/pipeline.rs).
+#[test]
+fn a_mobilenet_student_runs_in_the_aarch64_bundle_under_qemu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    run_ok_json(
+        p,
+        &[
+            "--json",
+            "data",
+            "make",
+            "rgb96",
+            "--data",
+            "synthetic",
+            "--train",
+            "30",
+            "--test",
+            "10",
+        ],
+    );
+    std::fs::write(
+        p.join("m96.toml"),
+        format!(
+            "name = \"m96\"\nseed = 5\nmodel = \"mobilenet96\"\n\n[data]\nkind = \"folder\"\npath = \"{}\"\nheight = 96\nwidth = 96\n\n[train]\nbatch-size = 10\nschedule = [{{ epochs = 1, lr = 1e-3 }}]\n",
+            p.join("rgb96").display()
+        ),
+    )
+    .unwrap();
+    let out = run(p, &["-q", "train", "--config", "m96.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dir = p.join("runs/m96/train");
+    let out = run(p, &["-q", "export", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let onnx = dir.join("mobilenet96.onnx");
+    let out = run(
+        p,
+        &[
+            "-q",
+            "build",
+            "--target",
+            "aarch64",
+            "--model",
+            onnx.to_str().unwrap(),
+            "--config",
+            "m96.toml",
+            "--batches",
+            "1,2",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = run_ok_json(
+        p,
+        &["--json", "bench", "--target", "aarch64", "--runs", "1"],
+    );
+    assert_eq!(report["passed"], true, "{report}");
+    assert_eq!(report["emulated"], true, "{report}");
+    assert_eq!(report["arch"], "aarch64", "{report}");
+}
+
 /// `inspect` on an exported mobilenet96-large: the stem and every pointwise conv are taps,
 /// every depthwise conv is refused as grouped, and each mobilenet96 block gets the teacher
 /// block of the same index.

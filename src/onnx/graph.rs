@@ -277,6 +277,21 @@ const SHAPE_PRESERVING: &[&str] = &[
     "LRN",
 ];
 
+/// The values of an int64 tensor (from `int64_data` or little-endian `raw_data`).
+fn int64_values(t: &pb::TensorProto) -> Option<Vec<i64>> {
+    if !t.int64_data.is_empty() {
+        return Some(t.int64_data.clone());
+    }
+    if t.data_type() != pb::tensor_proto::DataType::Int64 as i32 {
+        return None;
+    }
+    t.raw_data.as_ref().map(|raw| {
+        raw.chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect()
+    })
+}
+
 /// Propagates shapes (batch 1) from `input` through the graph.
 fn propagate(
     graph: &pb::GraphProto,
@@ -287,16 +302,8 @@ fn propagate(
     let mut consts: HashMap<String, Vec<i64>> = HashMap::new();
     for t in &graph.initializer {
         shapes.insert(t.name().to_string(), t.dims.clone());
-        if !t.int64_data.is_empty() {
-            consts.insert(t.name().to_string(), t.int64_data.clone());
-        } else if t.data_type() == pb::tensor_proto::DataType::Int64 as i32 {
-            if let Some(raw) = &t.raw_data {
-                let v = raw
-                    .chunks_exact(8)
-                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                    .collect();
-                consts.insert(t.name().to_string(), v);
-            }
+        if let Some(v) = int64_values(t) {
+            consts.insert(t.name().to_string(), v);
         }
     }
     shapes.insert(
@@ -308,24 +315,8 @@ fn propagate(
         let out: Option<Vec<i64>> = match node.op_type() {
             "Constant" => {
                 if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
-                    if let Some(o) = node.output.first() {
-                        let v = if !t.int64_data.is_empty() {
-                            Some(t.int64_data.clone())
-                        } else {
-                            t.raw_data
-                                .as_ref()
-                                .filter(|_| {
-                                    t.data_type() == pb::tensor_proto::DataType::Int64 as i32
-                                })
-                                .map(|raw| {
-                                    raw.chunks_exact(8)
-                                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-                                        .collect()
-                                })
-                        };
-                        if let Some(v) = v {
-                            consts.insert(o.clone(), v);
-                        }
+                    if let (Some(o), Some(v)) = (node.output.first(), int64_values(t)) {
+                        consts.insert(o.clone(), v);
                     }
                     Some(t.dims.clone())
                 } else {
@@ -741,9 +732,7 @@ pub fn propose_taps(info: &GraphInfo, student: &Architecture) -> Vec<TapProposal
     // feasible[k][j]: blocks k.. can be matched using taps j.. (in order).
     let m = taps.len();
     let mut feasible = vec![vec![false; m + 1]; n + 1];
-    for j in 0..=m {
-        feasible[n][j] = true;
-    }
+    feasible[n].fill(true);
     for k in (0..n).rev() {
         for j in (0..m).rev() {
             feasible[k][j] = feasible[k][j + 1] || (fits(k, taps[j]) && feasible[k + 1][j + 1]);
@@ -851,6 +840,7 @@ mod tests {
                 inits: vec![],
             }
         }
+        #[allow(clippy::too_many_arguments)]
         fn conv(
             &mut self,
             name: &str,
