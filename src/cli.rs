@@ -194,7 +194,8 @@ pub struct InspectArgs {
     /// The ONNX model.
     #[arg(value_name = "MODEL.onnx")]
     pub model: PathBuf,
-    /// Image input as CxHxW, e.g. `3x96x96` (needed when the graph's is symbolic).
+    /// Image input as CxHxW, e.g. `3x96x96`: needed when the graph's height or width is
+    /// symbolic; overrides a fixed one (the channels must match the graph's).
     #[arg(long, value_name = "CxHxW", value_parser = parse_chw)]
     pub input: Option<[usize; 3]>,
     /// Student model (preset or TOML): propose a teacher tap for each of its blocks.

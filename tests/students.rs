@@ -428,4 +428,29 @@ fn inspect_proposes_a_tap_per_student_block_on_an_exported_teacher() {
     };
     assert_eq!(params, teacher.trainable_params() - bn);
     assert_eq!(report["macs"].as_u64().unwrap(), teacher.macs());
+
+    // The human form names the taps; bad input is one line and exit code 1.
+    let out = run(tmp.path(), &["inspect", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("tract: every op is supported"), "{text}");
+    assert!(text.contains("grouped conv (group = 32)"), "{text}");
+    std::fs::write(tmp.path().join("junk.onnx"), b"not a model").unwrap();
+    let out = run(tmp.path(), &["inspect", "junk.onnx"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        error_line(&out, tmp.path()).contains("junk.onnx"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(
+        tmp.path(),
+        &["inspect", path.to_str().unwrap(), "--input", "1x96x96"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        error_line(&out, tmp.path()).contains("does not fit input 'input'"),
+        "{}",
+        stderr(&out)
+    );
 }

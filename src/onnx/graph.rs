@@ -486,7 +486,8 @@ fn chw(shape: Option<&Vec<i64>>) -> Option<[i64; 3]> {
     }
 }
 
-/// Analyses `model`; `input` (`[c, h, w]`) overrides the graph input's declared shape.
+/// Analyses `model`; `input` (`[c, h, w]`) overrides the graph input's declared height and
+/// width (its channels must match a fixed declared channel count).
 pub fn analyse(model: &pb::ModelProto, input: Option<[usize; 3]>) -> Result<GraphInfo, GraphError> {
     let graph = model
         .graph
@@ -504,7 +505,21 @@ pub fn analyse(model: &pb::ModelProto, input: Option<[usize; 3]>) -> Result<Grap
         .ok_or_else(|| GraphError::Invalid("the graph has no input".into()))?;
     let decl = declared(first);
     let input_chw = match input {
-        Some([c, h, w]) => [c as i64, h as i64, w as i64],
+        Some([c, h, w]) => {
+            let given = [c as i64, h as i64, w as i64];
+            // The channels must be the graph's; a fixed height and width may be overridden
+            // (a fully convolutional graph runs at any size; the propagation shows the rest).
+            if let Some(d) = decl.get(1).and_then(|d| d.parse::<i64>().ok())
+                && d != given[0]
+            {
+                return Err(GraphError::Invalid(format!(
+                    "--input {c}x{h}x{w} does not fit input '{}' of shape [{}]: it has {d} channels",
+                    first.name(),
+                    decl.join(", ")
+                )));
+            }
+            given
+        }
         None => {
             let fixed: Vec<Option<i64>> = decl.iter().map(|d| d.parse().ok()).collect();
             match fixed[..] {
@@ -1067,5 +1082,9 @@ mod tests {
         assert!(e.contains("--input CxHxW"), "{e}");
         let info = analyse(&m, Some([3, 64, 64])).unwrap();
         assert_eq!(info.convs[0].output_shape, Some([16, 64, 64]));
+        let e = analyse(&resnet_like(), Some([1, 32, 32]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--input 1x32x32 does not fit input 'x'"), "{e}");
     }
 }
