@@ -454,3 +454,46 @@ fn inspect_proposes_a_tap_per_student_block_on_an_exported_teacher() {
         stderr(&out)
     );
 }
+
+/// InDistill from a mobilenet96-large auxiliary to a mobilenet96 student: the pruned teacher
+/// (depthwise stages whole, pointwise convs pruned to the student's widths) gives one
+/// curriculum phase per block, then the main phase.
+#[test]
+fn indistill_aligns_separable_blocks_from_mobilenet96_large_to_mobilenet96() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let data = "[data]\nkind = \"synthetic\"\ntrain = 24\ntest = 8\nchannels = 3\nheight = 96\nwidth = 96\n";
+    std::fs::write(
+        p.join("teacher.toml"),
+        format!(
+            "name = \"t\"\nseed = 2\nmodel = \"mobilenet96-large\"\n\n{data}\n[train]\nbatch-size = 8\nschedule = [{{ epochs = 1, lr = 1e-3 }}]\n"
+        ),
+    )
+    .unwrap();
+    let out = run(p, &["-q", "train", "--config", "teacher.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::fs::write(
+        p.join("distill.toml"),
+        format!(
+            "name = \"d\"\nseed = 2\nstudent = \"mobilenet96\"\nteacher = \"runs/t/train/model.ckpt\"\n\n{data}\n[train]\nbatch-size = 8\nschedule = [{{ epochs = 1, lr = 1e-3 }}]\n\n[distill]\nmethod = \"indistill\"\ncurriculum = [1, 1, 1, 1, 1, 1]\n"
+        ),
+    )
+    .unwrap();
+    let out = run(p, &["--json", "distill", "--config", "distill.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report = json(&out);
+    let phases: Vec<&str> = report["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["phase"].as_str().unwrap())
+        .collect();
+    let mut want: Vec<String> = (0..6).map(|k| format!("curriculum:block{k}")).collect();
+    want.push("main:indistill".into());
+    assert_eq!(phases, want);
+    assert!(
+        stderr(&out).contains("pruned teacher 'mobilenet96-large'"),
+        "{}",
+        stderr(&out)
+    );
+}
