@@ -82,6 +82,11 @@ pub enum Command {
     ///
     /// Exits with 3 when parity fails or the accuracy drop exceeds `--max-accuracy-drop`.
     Check(CheckArgs),
+    /// Describe any ONNX model (e.g. a teacher exported from PyTorch): inputs and outputs,
+    /// every op tract cannot run, every Conv with its output shape and whether it can be an
+    /// InDistill tap (and why not), parameters, MACs, and with `--student` the proposed tap
+    /// for each student block.
+    Inspect(InspectArgs),
     /// Build everything from data to a validated bundle, like `cargo build`: train the teacher,
     /// the auxiliary and the student (InDistill), export, check on the host, cross-compile
     /// the runner, bundle and validate on the device, then write the report.
@@ -98,7 +103,7 @@ pub enum Command {
     /// and compare it with the host: same top-1 on the shard, outputs within tolerance,
     /// latency against the target's budget.
     Bench(BenchArgs),
-    /// Inspect datasets.
+    /// Inspect datasets, or write one as an image folder.
     Data {
         #[command(subcommand)]
         command: DataCommand,
@@ -121,7 +126,8 @@ pub struct TrainArgs {
     /// Training config (TOML). Command-line options override its values.
     #[arg(long, short, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Model preset (cnn32, cnn32-small, cnn32-large) or path to a model TOML.
+    /// Model preset (cnn32, cnn32-small, cnn32-large, mobilenet96, mobilenet96-large) or
+    /// path to a model TOML.
     #[arg(long, value_name = "NAME|FILE")]
     pub model: Option<String>,
     #[command(flatten)]
@@ -178,6 +184,70 @@ pub enum DataCommand {
     /// Load a dataset (validating every file) and describe it: sizes, image shape, classes,
     /// class balance and pixel statistics.
     Info(DataInfoArgs),
+    /// Write a dataset as an image folder (`OUT/train/<class>/*.png`, `OUT/test/...`) of
+    /// square images, e.g. Fashion-MNIST as colourised 96x96 RGB for the mobilenet96 student.
+    /// The folder is created whole or not at all; an existing one is refused.
+    Make(DataMakeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The ONNX model.
+    #[arg(value_name = "MODEL.onnx")]
+    pub model: PathBuf,
+    /// Image input as CxHxW, e.g. `3x96x96`: needed when the graph's height or width is
+    /// symbolic; overrides a fixed one (the channels must match the graph's).
+    #[arg(long, value_name = "CxHxW", value_parser = parse_chw)]
+    pub input: Option<[usize; 3]>,
+    /// Student model (preset or TOML): propose a teacher tap for each of its blocks.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub student: Option<String>,
+}
+
+/// `3x96x96` -> `[3, 96, 96]`.
+fn parse_chw(s: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = s.split('x').collect();
+    let bad = || format!("'{s}': expected CxHxW with sizes > 0, e.g. 3x96x96");
+    let [c, h, w] = parts[..] else {
+        return Err(bad());
+    };
+    let v: Vec<usize> = [c, h, w]
+        .iter()
+        .map(|p| p.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    Ok([v[0], v[1], v[2]])
+}
+
+#[derive(Debug, Args)]
+pub struct DataMakeArgs {
+    /// The folder to create (must not exist).
+    #[arg(value_name = "OUT")]
+    pub out: PathBuf,
+    /// Config whose `[data]` section is the source.
+    #[arg(long, short, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Side of the written square images, pixels (every image is resized to it).
+    #[arg(long, default_value_t = 96, value_name = "PIXELS")]
+    pub size: usize,
+    /// Channels of the written images: 1 (gray) or 3 (RGB).
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub channels: usize,
+    /// Training images to write, balanced over the classes (default: all).
+    #[arg(long, value_name = "N")]
+    pub train: Option<usize>,
+    /// Test images to write, balanced over the classes (default: all).
+    #[arg(long, value_name = "N")]
+    pub test: Option<usize>,
+    /// Keep a gray source gray in every channel instead of tinting each image with its own
+    /// random colour (colour then carries no class information).
+    #[arg(long)]
+    pub no_colour: bool,
+    /// Seed of the colours.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => commands::distill::compare(args, &cli.global),
         Command::Export(args) => commands::export::run(args, &cli.global),
         Command::Check(args) => commands::check::run(args, &cli.global),
+        Command::Inspect(args) => commands::inspect::run(args, &cli.global),
         Command::Build(args) => commands::build::run(args, &cli.global),
         Command::Bench(args) => commands::bench::run(args, &cli.global),
         Command::Data { command } => commands::data::run(command, &cli.global),

@@ -1,9 +1,9 @@
-//! `distill-edge data info`.
+//! `distill-edge data info` and `distill-edge data make`.
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::{DataCommand, DataInfoArgs, GlobalArgs};
+use crate::cli::{DataCommand, DataInfoArgs, DataMakeArgs, GlobalArgs};
 use crate::data::prep::Normalization;
 use crate::data::{self, Dataset, ImageShape};
 use crate::table::Table;
@@ -48,7 +48,55 @@ fn split_info(ds: &Dataset) -> SplitInfo {
 pub fn run(command: &DataCommand, global: &GlobalArgs) -> Result<()> {
     match command {
         DataCommand::Info(args) => info(args, global),
+        DataCommand::Make(args) => make(args, global),
     }
+}
+
+fn make(args: &DataMakeArgs, global: &GlobalArgs) -> Result<()> {
+    let base = args
+        .config
+        .as_deref()
+        .map(super::data_section)
+        .transpose()?;
+    let source = super::resolve_data(base, &args.data)?;
+    let mut reporter = crate::progress::Reporter::new(global.quiet);
+    reporter.line(format!("loading {}", source.name()));
+    let splits = data::load(&source)?;
+    let opts = data::write::FolderOptions {
+        side: args.size,
+        channels: args.channels,
+        train: args.train,
+        test: args.test,
+        colourise: !args.no_colour,
+        seed: args.seed,
+    };
+    let total = args
+        .train
+        .unwrap_or(splits.train.len())
+        .min(splits.train.len())
+        + args
+            .test
+            .unwrap_or(splits.test.len())
+            .min(splits.test.len());
+    reporter.start_bar(total as u64, "writing");
+    let summary = {
+        let r = &reporter;
+        data::write::write_folder(&splits, &args.out, &opts, &|_| r.advance(1, String::new))?
+    };
+    reporter.finish_bar();
+    if global.json {
+        return super::print_json(&summary);
+    }
+    let mut t = Table::new(["folder", "shape", "classes", "train", "test"]);
+    t.row([
+        summary.path.display().to_string(),
+        summary.shape.to_string(),
+        summary.classes.len().to_string(),
+        summary.train.to_string(),
+        summary.test.to_string(),
+    ]);
+    print!("{}", t.render());
+    Ok(())
 }
 
 fn info(args: &DataInfoArgs, global: &GlobalArgs) -> Result<()> {

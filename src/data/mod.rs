@@ -11,6 +11,7 @@ pub mod idx;
 pub mod prep;
 pub mod split;
 pub mod synthetic;
+pub mod write;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@ pub mod net;
 pub mod spec;
 
 pub use net::{ConvBlock, ConvNet, Features};
-pub use spec::{Architecture, BlockSpec, ModelSpec, SpecError};
+pub use spec::{Architecture, BlockKind, BlockSpec, ModelSpec, SpecError, WidthMultiplier};
 
 /// Every float parameter and running statistic of `module`, concatenated in visiting order
 /// (for exact comparisons of weights).

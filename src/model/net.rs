@@ -2,46 +2,84 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::spec::{Architecture, BlockSpec};
+use super::spec::{Architecture, BlockKind, BlockSpec};
 
-/// conv -> [BN] -> ReLU -> [max pool].
+/// conv -> [BN] -> ReLU -> [max pool]; for a separable block the depthwise conv -> [BN] ->
+/// ReLU comes first and `conv` is the pointwise 1x1 conv.
 #[derive(Module, Debug)]
 pub struct ConvBlock {
-    /// Convolution (stride 1, with bias).
+    /// The block's output convolution (with bias): the only conv of a `conv` block, the
+    /// pointwise 1x1 conv of a separable block. InDistill prunes its output filters.
     pub conv: Conv2d,
-    /// Optional batch normalisation.
+    /// Optional batch normalisation after `conv`.
     pub bn: Option<BatchNorm>,
     /// Optional max pooling (kernel = stride).
     pub pool: Option<MaxPool2d>,
+    /// Separable blocks: the depthwise conv (groups = input channels, with bias). `None` for
+    /// conv blocks, so their records (checkpoints) are the same as before this field.
+    pub depthwise: Option<Conv2d>,
+    /// Separable blocks: batch normalisation after the depthwise conv.
+    pub depthwise_bn: Option<BatchNorm>,
+}
+
+fn padding(p: usize) -> PaddingConfig2d {
+    PaddingConfig2d::Explicit(p, p, p, p)
 }
 
 impl ConvBlock {
     /// Creates a block from its spec for `in_channels` inputs.
     pub fn new(spec: &BlockSpec, in_channels: usize, device: &Device) -> Self {
-        let conv = Conv2dConfig::new([in_channels, spec.width], [spec.kernel, spec.kernel])
-            .with_padding(PaddingConfig2d::Explicit(
-                spec.padding,
-                spec.padding,
-                spec.padding,
-                spec.padding,
-            ))
-            .init(device);
+        let k = spec.kernel;
+        let s = spec.stride.max(1);
+        let (conv, depthwise) = match spec.kind {
+            BlockKind::Conv => (
+                Conv2dConfig::new([in_channels, spec.width], [k, k])
+                    .with_padding(padding(spec.padding))
+                    .with_stride([s, s])
+                    .init(device),
+                None,
+            ),
+            BlockKind::Separable => (
+                Conv2dConfig::new([in_channels, spec.width], [1, 1]).init(device),
+                Some(
+                    Conv2dConfig::new([in_channels, in_channels], [k, k])
+                        .with_padding(padding(spec.padding))
+                        .with_stride([s, s])
+                        .with_groups(in_channels)
+                        .init(device),
+                ),
+            ),
+        };
+        let separable = spec.kind == BlockKind::Separable;
         Self {
             conv,
             bn: spec
                 .batch_norm
                 .then(|| BatchNormConfig::new(spec.width).init(device)),
             pool: (spec.pool > 1).then(|| MaxPool2dConfig::new([spec.pool, spec.pool]).init()),
+            depthwise,
+            depthwise_bn: (separable && spec.batch_norm)
+                .then(|| BatchNormConfig::new(in_channels).init(device)),
         }
     }
 
     /// `[batch, in, h, w]` -> `[batch, width, h', w']`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let x = match &self.depthwise {
+            Some(dw) => {
+                let x = dw.forward(x);
+                relu(match &self.depthwise_bn {
+                    Some(bn) => bn.forward(x),
+                    None => x,
+                })
+            }
+            None => x,
+        };
         let x = self.conv.forward(x);
         let x = match &self.bn {
             Some(bn) => bn.forward(x),
@@ -64,6 +102,9 @@ pub struct ConvNet {
     pub hidden: Vec<Linear>,
     /// Classifier: embedding -> logits.
     pub head: Linear,
+    /// Global average pooling after the last block (`global-pool = true`); `None` keeps the
+    /// records of earlier models unchanged.
+    pub global_pool: Option<AdaptiveAvgPool2d>,
 }
 
 /// Every intermediate output of one forward pass.
@@ -108,6 +149,10 @@ impl ConvNet {
             blocks,
             hidden,
             head,
+            global_pool: arch
+                .spec
+                .global_pool
+                .then(|| AdaptiveAvgPool2dConfig::new([1, 1]).init()),
         }
     }
 
@@ -124,6 +169,10 @@ impl ConvNet {
 
     /// Embedding from the last block's output `[batch, c, h, w]`.
     pub fn embed_from_last_tap(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = match &self.global_pool {
+            Some(gap) => gap.forward(x),
+            None => x,
+        };
         let x: Tensor<2> = x.flatten(1, 3);
         self.hidden.iter().fold(x, |x, l| relu(l.forward(x)))
     }
@@ -170,6 +219,7 @@ mod tests {
         for (preset, input) in [
             ("cnn32-small", ImageShape::new(1, 28, 28)),
             ("cnn32", ImageShape::new(3, 32, 32)),
+            ("mobilenet96", ImageShape::new(3, 96, 96)),
         ] {
             let arch = ModelSpec::resolve(preset, Path::new("."))
                 .unwrap()
@@ -183,14 +233,17 @@ mod tests {
             }
             assert_eq!(f.embedding.dims(), [2, arch.embedding_dim()]);
             assert_eq!(f.logits.dims(), [2, 10]);
-            // burn also counts the BN running mean and variance.
-            let running: usize = arch
-                .spec
-                .blocks
-                .iter()
-                .filter(|b| b.batch_norm)
-                .map(|b| 2 * b.width)
-                .sum();
+            // burn also counts the BN running mean and variance (of both BNs of a separable
+            // block).
+            let mut running = 0;
+            let mut cin = input.channels;
+            for b in arch.spec.blocks.iter().filter(|b| b.batch_norm) {
+                running += 2 * b.width;
+                if b.kind == BlockKind::Separable {
+                    running += 2 * cin;
+                }
+                cin = b.width;
+            }
             assert_eq!(net.num_params(), arch.trainable_params() + running);
         }
     }

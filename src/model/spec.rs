@@ -10,19 +10,46 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::ImageShape;
 
-/// One convolutional block: conv (stride 1) -> [batch norm] -> ReLU -> [max pool].
+/// What a block computes before its optional pooling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BlockKind {
+    /// One convolution: conv (kernel, padding, stride) -> [BN] -> ReLU.
+    #[default]
+    Conv,
+    /// MobileNet-v1 depthwise-separable convolution: depthwise conv (kernel, padding,
+    /// stride; one filter per input channel) -> [BN] -> ReLU, then pointwise 1x1 conv to
+    /// `width` channels -> [BN] -> ReLU. The block's output (its tap) is the pointwise part's.
+    Separable,
+}
+
+impl BlockKind {
+    fn is_conv(&self) -> bool {
+        *self == BlockKind::Conv
+    }
+}
+
+/// One block: conv -> [batch norm] -> ReLU -> [max pool], or the depthwise-separable form
+/// (see [`BlockKind`]). New fields serialise only when they differ from their defaults, so
+/// the specs (and fingerprints) of existing models are unchanged.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BlockSpec {
     /// Output channels.
     pub width: usize,
-    /// Square kernel size.
+    /// `conv` (default) or `separable`.
+    #[serde(default, skip_serializing_if = "BlockKind::is_conv")]
+    pub kind: BlockKind,
+    /// Square kernel size (of the depthwise conv for a separable block).
     #[serde(default = "default_kernel")]
     pub kernel: usize,
     /// Zero padding on each side (0 = "valid").
     #[serde(default)]
     pub padding: usize,
-    /// Batch normalisation after the convolution.
+    /// Convolution stride (of the depthwise conv for a separable block); default 1.
+    #[serde(default = "default_stride", skip_serializing_if = "is_one")]
+    pub stride: usize,
+    /// Batch normalisation after the convolution (after both convs of a separable block).
     #[serde(default = "default_true")]
     pub batch_norm: bool,
     /// Max-pool kernel and stride after the ReLU; 0 or 1 = no pooling.
@@ -39,6 +66,92 @@ fn default_pool() -> usize {
 fn default_true() -> bool {
     true
 }
+fn default_stride() -> usize {
+    1
+}
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+impl BlockSpec {
+    /// Spatial size after the convolution(s), before pooling, for an `h` x `w` input
+    /// (the caller has checked that the kernel fits the padded input).
+    pub fn conv_output(&self, h: usize, w: usize) -> (usize, usize) {
+        let s = self.stride.max(1);
+        (
+            (h + 2 * self.padding - self.kernel) / s + 1,
+            (w + 2 * self.padding - self.kernel) / s + 1,
+        )
+    }
+
+    /// Trainable parameters of the block for `cin` input channels (weights, biases, BN
+    /// scale and shift; PyTorch's count).
+    pub fn trainable_params(&self, cin: usize) -> usize {
+        let k2 = self.kernel * self.kernel;
+        let bn = |c: usize| if self.batch_norm { 2 * c } else { 0 };
+        match self.kind {
+            BlockKind::Conv => self.width * cin * k2 + self.width + bn(self.width),
+            BlockKind::Separable => {
+                cin * k2 + cin + bn(cin) + self.width * cin + self.width + bn(self.width)
+            }
+        }
+    }
+
+    /// Multiply-accumulates of the block's convolutions for `cin` input channels and an
+    /// `h` x `w` input.
+    pub fn macs(&self, cin: usize, h: usize, w: usize) -> u64 {
+        let (ch, cw) = self.conv_output(h, w);
+        let k2 = self.kernel * self.kernel;
+        let plane = (ch * cw) as u64;
+        match self.kind {
+            BlockKind::Conv => plane * (self.width * cin * k2) as u64,
+            BlockKind::Separable => plane * (cin * k2 + self.width * cin) as u64,
+        }
+    }
+}
+
+/// Scales every block's width at [`ModelSpec::bind`]: `max(1, round(width x multiplier))`
+/// (MobileNet's alpha). Compared and hashed by its bits, so specs stay `Eq` and `Hash`.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct WidthMultiplier(pub f64);
+
+impl Default for WidthMultiplier {
+    fn default() -> Self {
+        Self(1.0)
+    }
+}
+
+impl PartialEq for WidthMultiplier {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for WidthMultiplier {}
+
+impl std::hash::Hash for WidthMultiplier {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.to_bits().hash(state);
+    }
+}
+
+impl WidthMultiplier {
+    /// The largest multiplier accepted.
+    pub const MAX: f64 = 64.0;
+
+    fn is_one(&self) -> bool {
+        self.0 == 1.0
+    }
+
+    /// `width` scaled: `max(1, round(width x multiplier))`.
+    pub fn apply(&self, width: usize) -> usize {
+        ((width as f64 * self.0).round() as usize).max(1)
+    }
+}
 
 /// A conv-stack network: blocks, then hidden fully connected layers (ReLU), then the classifier.
 ///
@@ -52,6 +165,14 @@ pub struct ModelSpec {
     pub blocks: Vec<BlockSpec>,
     /// Hidden fully connected widths; must not be empty (the last is the embedding).
     pub fc: Vec<usize>,
+    /// Multiplies every block width (MobileNet's alpha); default 1. Applied by
+    /// [`ModelSpec::bind`]: the bound architecture holds the scaled widths and multiplier 1.
+    #[serde(default, skip_serializing_if = "WidthMultiplier::is_one")]
+    pub width_multiplier: WidthMultiplier,
+    /// Global average pooling after the last block: the fc layers see one value per channel
+    /// instead of the flattened feature map. Default off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub global_pool: bool,
 }
 
 /// Errors found while reading or checking a model specification.
@@ -91,6 +212,11 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("cnn32", include_str!("../../models/cnn32.toml")),
     ("cnn32-small", include_str!("../../models/cnn32-small.toml")),
     ("cnn32-large", include_str!("../../models/cnn32-large.toml")),
+    ("mobilenet96", include_str!("../../models/mobilenet96.toml")),
+    (
+        "mobilenet96-large",
+        include_str!("../../models/mobilenet96-large.toml"),
+    ),
 ];
 
 impl ModelSpec {
@@ -118,16 +244,35 @@ impl ModelSpec {
         Err(SpecError::Unknown(name_or_path.to_string()))
     }
 
-    /// Binds the spec to an input shape and class count, checking every layer fits.
+    /// The spec with the width multiplier applied to every block (multiplier 1 after).
+    pub fn scaled(&self) -> Self {
+        let mut spec = self.clone();
+        for b in &mut spec.blocks {
+            b.width = self.width_multiplier.apply(b.width);
+        }
+        spec.width_multiplier = WidthMultiplier::default();
+        spec
+    }
+
+    /// Binds the spec to an input shape and class count, checking every layer fits. The
+    /// width multiplier is applied here: the architecture's spec holds the scaled widths.
     pub fn bind(&self, input: ImageShape, classes: usize) -> Result<Architecture, SpecError> {
         let invalid = |message: String| SpecError::Invalid {
             model: self.name.clone(),
             message,
         };
-        if self.blocks.is_empty() {
+        let m = self.width_multiplier.0;
+        if !(m.is_finite() && m > 0.0 && m <= WidthMultiplier::MAX) {
+            return Err(invalid(format!(
+                "width-multiplier {m} (expected a number > 0 and <= {})",
+                WidthMultiplier::MAX
+            )));
+        }
+        let spec = self.scaled();
+        if spec.blocks.is_empty() {
             return Err(invalid("needs at least one conv block".into()));
         }
-        if self.fc.is_empty() {
+        if spec.fc.is_empty() {
             return Err(invalid(
                 "needs at least one hidden fc layer (the embedding)".into(),
             ));
@@ -136,10 +281,17 @@ impl ModelSpec {
             return Err(invalid(format!("needs at least 2 classes, got {classes}")));
         }
         let (mut h, mut w) = (input.height, input.width);
-        let mut shapes = Vec::with_capacity(self.blocks.len());
-        for (i, b) in self.blocks.iter().enumerate() {
+        let mut shapes = Vec::with_capacity(spec.blocks.len());
+        for (i, b) in spec.blocks.iter().enumerate() {
             if b.width == 0 || b.kernel == 0 {
                 return Err(invalid(format!("block {i}: width and kernel must be > 0")));
+            }
+            if b.stride == 0 || b.stride > b.kernel.max(2) {
+                return Err(invalid(format!(
+                    "block {i}: stride {} (expected 1 to {}: a stride wider than the kernel skips pixels)",
+                    b.stride,
+                    b.kernel.max(2)
+                )));
             }
             if b.padding >= b.kernel {
                 return Err(invalid(format!(
@@ -161,7 +313,7 @@ impl ModelSpec {
                     k = b.kernel
                 )));
             }
-            let (ch, cw) = (ph - b.kernel + 1, pw - b.kernel + 1);
+            let (ch, cw) = b.conv_output(h, w);
             let (oh, ow) = if b.pool > 1 {
                 (ch / b.pool, cw / b.pool)
             } else {
@@ -177,11 +329,11 @@ impl ModelSpec {
             w = ow;
             shapes.push(ImageShape::new(b.width, h, w));
         }
-        if self.fc.contains(&0) {
+        if spec.fc.contains(&0) {
             return Err(invalid("fc widths must be > 0".into()));
         }
         let arch = Architecture {
-            spec: self.clone(),
+            spec,
             input,
             classes,
             block_shapes: shapes,
@@ -244,13 +396,23 @@ impl Architecture {
             let width = b.width as f64;
             let k = b.kernel as f64;
             let p = b.padding as f64;
-            params += width * cin * k * k + width;
-            let conv = width * (h + 2.0 * p - k + 1.0) * (w + 2.0 * p - k + 1.0);
+            let st = b.stride.max(1) as f64;
+            let ch = ((h + 2.0 * p - k) / st).floor() + 1.0;
+            let cw = ((w + 2.0 * p - k) / st).floor() + 1.0;
             // conv output, ReLU output, BN output when present.
-            acts += conv * if b.batch_norm { 3.0 } else { 2.0 };
-            if b.batch_norm {
-                params += 4.0 * width;
+            let per_value = if b.batch_norm { 3.0 } else { 2.0 };
+            let bn_params = if b.batch_norm { 4.0 } else { 0.0 };
+            match b.kind {
+                BlockKind::Conv => {
+                    params += width * cin * k * k + width + bn_params * width;
+                }
+                BlockKind::Separable => {
+                    params += cin * k * k + cin + bn_params * cin;
+                    params += width * cin + width + bn_params * width;
+                    acts += cin * ch * cw * per_value;
+                }
             }
+            acts += width * ch * cw * per_value;
             if b.pool > 1 {
                 acts += out.len() as f64;
             }
@@ -258,7 +420,10 @@ impl Architecture {
             h = out.height as f64;
             w = out.width as f64;
         }
-        let mut fin = self.block_shapes.last().map_or(0.0, |s| s.len() as f64);
+        if self.spec.global_pool {
+            acts += cin;
+        }
+        let mut fin = self.flat_features() as f64;
         for &f in self.spec.fc.iter().chain(std::iter::once(&self.classes)) {
             let f = f as f64;
             params += fin * f + f;
@@ -314,9 +479,15 @@ pub struct Architecture {
 }
 
 impl Architecture {
-    /// Flattened size of the last block's output (input of the first fc layer).
+    /// Input width of the first fc layer: the flattened last block output, or its channel
+    /// count after global average pooling.
     pub fn flat_features(&self) -> usize {
-        self.block_shapes.last().map_or(0, ImageShape::len)
+        let last = self.block_shapes.last();
+        if self.spec.global_pool {
+            last.map_or(0, |s| s.channels)
+        } else {
+            last.map_or(0, ImageShape::len)
+        }
     }
 
     /// Embedding width (last hidden fc layer).
@@ -337,10 +508,7 @@ impl Architecture {
         let mut total = 0;
         let mut cin = self.input.channels;
         for b in &self.spec.blocks {
-            total += b.width * cin * b.kernel * b.kernel + b.width;
-            if b.batch_norm {
-                total += 2 * b.width;
-            }
+            total += b.trainable_params(cin);
             cin = b.width;
         }
         let mut fin = self.flat_features();
@@ -357,11 +525,7 @@ impl Architecture {
         let mut cin = self.input.channels;
         let (mut h, mut w) = (self.input.height, self.input.width);
         for (b, out) in self.spec.blocks.iter().zip(&self.block_shapes) {
-            let (ch, cw) = (
-                h + 2 * b.padding - b.kernel + 1,
-                w + 2 * b.padding - b.kernel + 1,
-            );
-            total += (ch * cw * b.width * cin * b.kernel * b.kernel) as u64;
+            total += b.macs(cin, h, w);
             cin = b.width;
             h = out.height;
             w = out.width;
@@ -431,12 +595,16 @@ mod tests {
             name: "huge".into(),
             blocks: vec![BlockSpec {
                 width,
+                kind: BlockKind::Conv,
                 kernel: 3,
                 padding,
+                stride: 1,
                 batch_norm: true,
                 pool: 2,
             }],
             fc: vec![fc],
+            width_multiplier: WidthMultiplier::default(),
+            global_pool: false,
         }
     }
 
@@ -475,6 +643,119 @@ mod tests {
         let mut spec = one_block(8, 2, 8);
         spec.blocks[0].kernel = 5;
         assert!(spec.bind(ImageShape::new(1, 2, 2), 10).is_err());
+    }
+
+    /// Specs without the new fields serialise as before (fingerprints and metadata of
+    /// existing models are unchanged).
+    #[test]
+    fn existing_specs_serialise_as_before() {
+        let arch = preset("cnn32-small")
+            .bind(ImageShape::new(1, 28, 28), 10)
+            .unwrap();
+        let block = |w: usize| {
+            format!(r#"{{"width":{w},"kernel":3,"padding":0,"batch-norm":true,"pool":2}}"#)
+        };
+        assert_eq!(
+            serde_json::to_string(&arch.spec).unwrap(),
+            format!(
+                r#"{{"name":"cnn32-small","blocks":[{},{},{}],"fc":[64]}}"#,
+                block(8),
+                block(16),
+                block(32)
+            )
+        );
+    }
+
+    #[test]
+    fn mobilenet96_shapes_parameters_and_macs() {
+        let arch = preset("mobilenet96")
+            .bind(ImageShape::new(3, 96, 96), 10)
+            .unwrap();
+        let shapes: Vec<_> = arch.block_shapes.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            shapes,
+            [
+                "16x48x48",
+                "32x48x48",
+                "64x24x24",
+                "64x24x24",
+                "128x12x12",
+                "128x6x6"
+            ]
+        );
+        assert_eq!(arch.flat_features(), 128);
+        // Counted by hand: stem conv 3->16 (3x3) + BN; then per separable block cin->cout:
+        // depthwise cin*9 + cin, BN 2*cin, pointwise cout*cin + cout, BN 2*cout.
+        let sep = |cin: usize, cout: usize| cin * 9 + cin + 2 * cin + cout * cin + cout + 2 * cout;
+        let blocks = 16 * 27
+            + 16
+            + 32
+            + sep(16, 32)
+            + sep(32, 64)
+            + sep(64, 64)
+            + sep(64, 128)
+            + sep(128, 128);
+        let fc = 128 * 64 + 64 + 64 * 10 + 10;
+        assert_eq!(arch.trainable_params(), blocks + fc);
+        // MACs: output plane x (depthwise k*k*cin + pointwise cin*cout).
+        let macs = 48 * 48 * 16 * 27
+            + 48 * 48 * (16 * 9 + 16 * 32)
+            + 24 * 24 * (32 * 9 + 32 * 64)
+            + 24 * 24 * (64 * 9 + 64 * 64)
+            + 12 * 12 * (64 * 9 + 64 * 128)
+            + 6 * 6 * (128 * 9 + 128 * 128)
+            + 128 * 64
+            + 64 * 10;
+        assert_eq!(arch.macs(), macs as u64);
+        // The spec round-trips through its serialised form (as in a checkpoint header).
+        let text = serde_json::to_string(&arch).unwrap();
+        let back: Architecture = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, arch);
+        assert_eq!(back.spec.bind(back.input, 10).unwrap(), arch);
+    }
+
+    #[test]
+    fn width_multiplier_scales_every_block_at_bind() {
+        let input = ImageShape::new(3, 96, 96);
+        let base = preset("mobilenet96").bind(input, 10).unwrap();
+        let large = preset("mobilenet96-large").bind(input, 10).unwrap();
+        for (b, l) in base.spec.blocks.iter().zip(&large.spec.blocks) {
+            assert_eq!(l.width, 2 * b.width);
+        }
+        assert_eq!(large.spec.width_multiplier, WidthMultiplier::default());
+        let mut spec = preset("mobilenet96");
+        spec.width_multiplier = WidthMultiplier(0.3);
+        let widths: Vec<_> = spec
+            .bind(input, 10)
+            .unwrap()
+            .spec
+            .blocks
+            .iter()
+            .map(|b| b.width)
+            .collect();
+        assert_eq!(widths, [5, 10, 19, 19, 38, 38]);
+        for bad in [0.0, -1.0, f64::NAN, 1000.0] {
+            spec.width_multiplier = WidthMultiplier(bad);
+            let e = spec.bind(input, 10).unwrap_err().to_string();
+            assert!(e.contains("width-multiplier"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_stride_wider_than_the_kernel_is_refused() {
+        let mut spec = one_block(8, 1, 8);
+        spec.blocks[0].stride = 4;
+        let e = spec
+            .bind(ImageShape::new(1, 28, 28), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("block 0: stride 4"), "{e}");
+        spec.blocks[0].stride = 0;
+        assert!(spec.bind(ImageShape::new(1, 28, 28), 10).is_err());
+        spec.blocks[0].stride = 2;
+        let arch = spec.bind(ImageShape::new(1, 28, 28), 10).unwrap();
+        // (28 + 2 - 3) / 2 + 1 = 14, then the 2x2 pool: 7.
+        assert_eq!(arch.block_shapes[0].to_string(), "8x7x7");
     }
 
     #[test]
