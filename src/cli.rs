@@ -449,8 +449,9 @@ pub struct CheckArgs {
 /// Overrides shared by `distill` and `compare`.
 #[derive(Debug, Args, Clone)]
 pub struct DistillOverrides {
-    /// Teacher checkpoint (`model.ckpt` of the teacher or auxiliary).
-    #[arg(long, value_name = "CKPT")]
+    /// Teacher: a checkpoint (`model.ckpt` of the teacher or auxiliary), or an ONNX model
+    /// (`….onnx`, run by tract; PKT and KD, preprocessing in the config's `[teacher-onnx]`).
+    #[arg(long, value_name = "CKPT|ONNX")]
     pub teacher: Option<PathBuf>,
     /// Student model preset or path to a model TOML.
     #[arg(long, value_name = "NAME|FILE")]

@@ -20,6 +20,7 @@ pub mod onnx;
 pub mod pipeline;
 pub mod progress;
 pub mod prune;
+pub mod quantize;
 pub mod report;
 pub mod runtime;
 pub mod table;

@@ -19,9 +19,9 @@ use distill_edge::infer::tract::TractEngine;
 use distill_edge::infer::{Batch, Engine};
 use distill_edge::model::{ConvNet, ModelSpec};
 use distill_edge::onnx::export::{ExportOptions, export_model};
-use distill_edge::onnx::int8::{self, Int8Request};
 use distill_edge::onnx::proto::{self, pb};
 use distill_edge::onnx::qop;
+use distill_edge::quantize::{self as int8, Int8Request};
 use distill_edge::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
 
 /// int8 against float on the same images: the largest logit difference, as a share of the

@@ -11,11 +11,13 @@ use crate::config::{DistillConfig, LrStage, TrainSettings};
 use crate::data::{self, Splits};
 use crate::eval::paired::{PairedDifference, paired};
 use crate::fsutil::write_json_atomic;
+use crate::infer::teacher::OnnxTeacher;
 use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;
-use crate::train::distill::{distill, run_identity};
+use crate::train::distill::{distill, is_onnx, run_identity};
+use crate::train::teacher_cache::ForeignTeacher;
 
 fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<()> {
     if o.data.data.is_some() || o.data.data_path.is_some() {
@@ -35,6 +37,25 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
             TrainSettings::parse_schedule(s).map_err(|e| anyhow::anyhow!("--schedule {e}"))?;
     }
     Ok(())
+}
+
+/// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file.
+fn onnx_teacher(config: &DistillConfig) -> Result<Option<OnnxTeacher>> {
+    match config.teacher.as_deref() {
+        Some(p) if is_onnx(p) => Ok(Some(OnnxTeacher::load(
+            p,
+            &config.teacher_onnx.clone().unwrap_or_default(),
+        )?)),
+        other => {
+            if config.teacher_onnx.is_some() {
+                bail!(
+                    "[teacher-onnx] is set but the teacher {} is not an .onnx file",
+                    other.map_or("(none)".into(), |p| p.display().to_string())
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Runs one distillation; its output directory is locked for the run
@@ -80,6 +101,7 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
         config.train.total_epochs(),
         out.display()
     ));
+    let foreign = onnx_teacher(&config)?;
     let report = distill(
         &config,
         &args.config.display().to_string(),
@@ -87,6 +109,7 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
         &out,
         args.resume,
         args.force,
+        foreign.as_ref().map(|t| t as &dyn ForeignTeacher),
         &mut reporter,
     )
     .with_context(|| format!("distilling {}", config.student))?;
@@ -207,6 +230,7 @@ struct Comparison<'a> {
     test: bool,
     top_k: usize,
     origin: &'a str,
+    foreign: Option<&'a dyn ForeignTeacher>,
 }
 
 /// One run of a comparison: which variant, budget and seed.
@@ -261,6 +285,7 @@ fn run_one(
             dir,
             resume,
             false,
+            cmp.foreign,
             reporter,
         )?;
     }
@@ -353,7 +378,9 @@ pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
         Some(v) => CompareData::HeldOut(data::split::hold_out(&loaded, v)?),
     };
     let training = cdata.training();
+    let foreign = onnx_teacher(&config)?;
     let cmp = Comparison {
+        foreign: foreign.as_ref().map(|t| t as &dyn ForeignTeacher),
         base: &config,
         data: &cdata,
         training: &training,

@@ -9,9 +9,9 @@ use crate::config::quant::{Calibration, Int8Form, validate_drop, validate_percen
 use crate::data;
 use crate::fsutil::{write_atomic, write_json_atomic};
 use crate::onnx::export::{ExportOptions, export_model, quantization_label, summarize};
-use crate::onnx::int8::{self, Int8Request};
 use crate::onnx::{meta, proto};
 use crate::progress::Reporter;
+use crate::quantize::{self as int8, Int8Report, Int8Request};
 use crate::table::Table;
 use crate::train::Checkpoint;
 
@@ -104,15 +104,19 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
     crate::infer::tract::TractEngine::from_bytes(&bytes, &out.display().to_string())
         .context("the exported model does not load in tract")?;
     write_atomic(&out, &bytes).with_context(|| format!("writing {}", out.display()))?;
-    let summary = summarize(
-        &model,
-        &out,
-        bytes.len() as u64,
-        opts.fold_batch_norm,
-        quantization,
-    );
+    let summary = summarize(&model, &out, bytes.len() as u64, opts.fold_batch_norm);
     if global.json {
-        return super::print_json(&summary);
+        /// The summary with the int8 report, as `export --json` prints it.
+        #[derive(serde::Serialize)]
+        struct Printed<'a> {
+            #[serde(flatten)]
+            summary: &'a crate::onnx::export::ExportSummary,
+            quantization: &'a Option<Int8Report>,
+        }
+        return super::print_json(&Printed {
+            summary: &summary,
+            quantization: &quantization,
+        });
     }
     if !global.quiet {
         let mut t = Table::new(["file", "bytes", "params", "opset", "ops"]);
@@ -126,7 +130,7 @@ pub fn run(args: &ExportArgs, global: &GlobalArgs) -> Result<()> {
             ops.join(","),
         ]);
         print!("{}", t.render());
-        if let Some(q) = &summary.quantization {
+        if let Some(q) = &quantization {
             println!(
                 "int8 ({}, {} ranges): int8 layers [{}], float layers [{}]; top-1 on {} held-out \
                  training images: fp32 {:.2}%, int8 {:.2}% (drop {:.2} points)",

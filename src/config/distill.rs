@@ -314,3 +314,30 @@ mod tests {
         }
     }
 }
+
+/// How to run an ONNX teacher (`teacher = "….onnx"`): the `[teacher-onnx]` section. Each value
+/// left out comes from the model: its declared input size, its distill-edge metadata for the
+/// normalisation, an output named `embedding`, the first output (or one named `logits`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct OnnxTeacherSpec {
+    /// The tensor PKT matches: any named tensor of the graph (exposed as an extra output when
+    /// it is not one), e.g. the input of the classifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding: Option<String>,
+    /// The output holding the logits: a name or an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logits_output: Option<String>,
+    /// Input size `CxHxW`; dataset images are resized to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_size: Option<String>,
+    /// Per-channel mean of the teacher's input normalisation (on pixels scaled to [0, 1]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub std: Option<Vec<f32>>,
+    /// `rgb` or `bgr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_order: Option<String>,
+}

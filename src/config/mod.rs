@@ -396,6 +396,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn padded_fashion_mnist_is_32x32() {
+        let d: DataSource = toml::from_str("kind = \"fashion-mnist\"\npad = 2").unwrap();
+        assert_eq!(image_size(&d), Some((32, 32)));
+    }
+
+    #[test]
     fn shipped_train_and_distill_configs_parse_and_validate() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
         let files = |dir: &str| {
@@ -544,10 +550,14 @@ pub struct DistillConfig {
     pub seed: u64,
     /// Dataset.
     pub data: DataSource,
-    /// The teacher's `model.ckpt` (for InDistill: the auxiliary, of the student's depth).
+    /// The teacher's `model.ckpt` (for InDistill: the auxiliary, of the student's depth), or
+    /// an ONNX model (`….onnx`, e.g. exported from PyTorch; PKT and KD, see `[teacher-onnx]`).
     /// Not needed by `method = "none"`.
     #[serde(default)]
     pub teacher: Option<PathBuf>,
+    /// How to run the teacher when it is an ONNX model (`teacher = "….onnx"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher_onnx: Option<distill::OnnxTeacherSpec>,
     /// Student model preset name or path to a model TOML.
     pub student: String,
     /// Start the student from these weights (e.g. an auxiliary from its supervised

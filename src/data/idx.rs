@@ -626,11 +626,5 @@ mod tests {
             p.test.image(7)[2 * 32 + 2..2 * 32 + 30],
             s.test.image(7)[..28]
         );
-        assert_eq!(
-            crate::config::image_size(
-                &toml::from_str("kind = \"fashion-mnist\"\npad = 2").unwrap()
-            ),
-            Some((32, 32))
-        );
     }
 }

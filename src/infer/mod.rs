@@ -3,6 +3,7 @@
 
 pub mod parity;
 pub mod preprocess;
+pub mod teacher;
 pub mod tract;
 
 #[cfg(feature = "ort")]

@@ -61,7 +61,11 @@ impl TractEngine {
         Self::from_bytes_with(bytes, label, &super::ModelIo::default())
     }
 
-    fn from_bytes_with(bytes: &[u8], label: &str, io: &super::ModelIo) -> Result<Self, InferError> {
+    pub(crate) fn from_bytes_with(
+        bytes: &[u8],
+        label: &str,
+        io: &super::ModelIo,
+    ) -> Result<Self, InferError> {
         let started = std::time::Instant::now();
         let load = |message: String| InferError::Load {
             path: label.to_string(),

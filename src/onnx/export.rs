@@ -66,8 +66,6 @@ pub struct ExportSummary {
     pub opset: i64,
     /// Whether batch norm was folded.
     pub folded: bool,
-    /// Present for int8 models.
-    pub quantization: Option<super::int8::Int8Report>,
 }
 
 /// Traces `net` (eval mode) with a symbolic batch axis and returns the edited ModelProto.
@@ -156,13 +154,7 @@ pub fn quantization_label(form: crate::config::quant::Int8Form) -> &'static str 
 }
 
 /// Summarises an encoded model written at `path`.
-pub fn summarize(
-    model: &pb::ModelProto,
-    path: &Path,
-    bytes: u64,
-    folded: bool,
-    quantization: Option<super::int8::Int8Report>,
-) -> ExportSummary {
+pub fn summarize(model: &pb::ModelProto, path: &Path, bytes: u64, folded: bool) -> ExportSummary {
     ExportSummary {
         path: path.to_path_buf(),
         bytes,
@@ -170,7 +162,6 @@ pub fn summarize(
         ops: proto::op_types(model),
         opset: proto::opset(model).unwrap_or(0),
         folded,
-        quantization,
     }
 }
 

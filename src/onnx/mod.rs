@@ -5,7 +5,6 @@ pub mod calib;
 pub mod export;
 pub mod fold;
 pub mod graph;
-pub mod int8;
 pub mod meta;
 pub mod proto;
 pub mod qdq;

@@ -6,7 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use super::losses::{cross_entropy, kd, mse, pkt};
 use super::supervised::Objective;
-use super::teacher_cache::{CacheSource, TeacherCache};
+use super::teacher_cache::{CacheSource, CacheTeacher, ForeignTeacher, TeacherCache};
 use crate::config::TrainSettings;
 use crate::config::distill::{DistillSettings, Method};
 use crate::model::ConvNet;
@@ -192,7 +192,53 @@ pub fn run_identity(config: &crate::config::DistillConfig) -> Result<String, Dis
     Ok(identity_hash(config, t.as_deref(), i.as_deref()))
 }
 
-/// Runs the distillation `config` describes into `out_dir`.
+/// Whether a teacher file is an ONNX model (by its extension), not a checkpoint.
+pub fn is_onnx(path: &std::path::Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// Checks what an ONNX teacher can do here and returns it with its file's SHA-256.
+fn check_foreign<'f>(
+    config: &crate::config::DistillConfig,
+    path: &std::path::Path,
+    f: &'f dyn ForeignTeacher,
+    arch: &crate::model::Architecture,
+) -> Result<(&'f dyn ForeignTeacher, String), DistillError> {
+    let refuse = |why: String| {
+        Err(DistillError::Mismatch(format!(
+            "teacher {}: {why}",
+            path.display()
+        )))
+    };
+    if config.distill.method == Method::Indistill {
+        return refuse(
+            "InDistill needs the teacher's pruned intermediate layers, which distill-edge builds for its own checkpoints only (not yet for an ONNX graph); use method \"pkt\" or \"kd\", or see `distill-edge inspect` for the taps such a graph offers".into(),
+        );
+    }
+    let a = &config.train.augment;
+    if a.crop_padding > 0 || a.hflip || !config.distill.teacher_cache {
+        return refuse(
+            "an ONNX teacher runs once over the training split into the teacher cache, which needs [train] augment off and [distill] teacher-cache on".into(),
+        );
+    }
+    if f.classes() != arch.classes {
+        return refuse(format!(
+            "gives {} logits, the data has {} classes",
+            f.classes(),
+            arch.classes
+        ));
+    }
+    let digest = crate::fsutil::sha256_file(path).map_err(|source| super::TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((f, digest))
+}
+
+/// Runs the distillation `config` describes into `out_dir`; `foreign` runs the teacher when
+/// `config.teacher` is an ONNX model (see `infer::teacher`).
+#[allow(clippy::too_many_arguments)] // what to train, where, how to treat the directory, the engine
 pub fn distill(
     config: &crate::config::DistillConfig,
     origin: &str,
@@ -200,6 +246,7 @@ pub fn distill(
     out_dir: &std::path::Path,
     resume: bool,
     force: bool,
+    foreign: Option<&dyn ForeignTeacher>,
     reporter: &mut crate::progress::Reporter,
 ) -> Result<super::TrainReport, DistillError> {
     use super::supervised::{JobIdentity, TrainOptions, check_fit, fit};
@@ -220,7 +267,22 @@ pub fn distill(
                 })?;
             Ok((ckpt, net, digest))
         };
-    let teacher = config.teacher.as_deref().map(load).transpose()?;
+    // An ONNX teacher (`teacher = "….onnx"`) is run by the caller's engine through the cache.
+    let onnx_teacher = config.teacher.as_deref().filter(|p| is_onnx(p));
+    let foreign = match (onnx_teacher, foreign) {
+        (Some(path), Some(f)) => Some(check_foreign(config, path, f, &arch)?),
+        (Some(path), None) => {
+            return Err(DistillError::Mismatch(format!(
+                "teacher {}: an ONNX teacher needs an inference engine, which this caller does not provide",
+                path.display()
+            )));
+        }
+        (None, _) => None,
+    };
+    let teacher = match onnx_teacher {
+        Some(_) => None,
+        None => config.teacher.as_deref().map(load).transpose()?,
+    };
     if let Some((t, _, _)) = &teacher {
         let ta = &t.header.architecture;
         if ta.input != arch.input || ta.classes != arch.classes {
@@ -273,7 +335,10 @@ pub fn distill(
     }
     let hash = identity_hash(
         config,
-        teacher.as_ref().map(|t| t.2.as_str()),
+        teacher
+            .as_ref()
+            .map(|t| t.2.as_str())
+            .or(foreign.as_ref().map(|f| f.1.as_str())),
         init.as_ref().map(|t| t.2.as_str()),
     );
     // A frozen teacher without augmentation gives the same targets every epoch: compute them
@@ -281,8 +346,13 @@ pub fn distill(
     // split and student there (e.g. all variants and seeds of a comparison).
     let augment = &config.train.augment;
     let w = config.distill.weights();
-    let cache = match &teacher {
-        Some((_, net, digest))
+    let source = match (&teacher, &foreign) {
+        (Some((_, net, digest)), _) => Some((CacheTeacher::Burn(net), digest.clone())),
+        (None, Some((f, digest))) => Some((CacheTeacher::Foreign(*f), digest.clone())),
+        (None, None) => None,
+    };
+    let cache = match source {
+        Some((cache_teacher, digest))
             if config.distill.teacher_cache
                 && augment.crop_padding == 0
                 && !augment.hflip
@@ -297,9 +367,9 @@ pub fn distill(
             Some(TeacherCache::open_or_build(
                 &dir,
                 &CacheSource {
-                    teacher: net,
+                    teacher: cache_teacher,
                     pruned: pruned.as_ref(),
-                    teacher_digest: digest,
+                    teacher_digest: &digest,
                     data: &splits.train,
                     norm: &norm,
                 },

@@ -63,6 +63,9 @@ pub enum CacheError {
         /// Underlying error.
         source: io::Error,
     },
+    /// The teacher could not give its outputs.
+    #[error("{0}")]
+    Teacher(String),
     /// The file is not a complete cache (torn, edited, other format).
     #[error("teacher cache {path}: {message}")]
     Corrupt {
@@ -79,10 +82,37 @@ pub struct TeacherCache {
     records: Vec<f32>,
 }
 
+/// A teacher distill-edge did not train (an ONNX model run by an inference engine): it gives
+/// logits and an embedding for dataset images, preprocessing them itself. Implemented outside
+/// this module (`infer::teacher`), so training does not depend on the engines.
+pub trait ForeignTeacher {
+    /// Everything besides the model file that decides its outputs (preprocessing, which
+    /// tensors are read), for the cache's fingerprint.
+    fn identity(&self) -> String;
+    /// Classes of the logits.
+    fn classes(&self) -> usize;
+    /// Logits (`[n, classes]`) and embedding (`[n, dim]`, with `dim`) of the images `picks`
+    /// of `data`; the error is one line naming the model.
+    fn outputs(
+        &self,
+        data: &Dataset,
+        picks: &[usize],
+    ) -> Result<(Vec<f32>, Vec<f32>, usize), String>;
+}
+
+/// The teacher a cache is computed with.
+#[derive(Clone, Copy)]
+pub enum CacheTeacher<'a> {
+    /// A burn network (eval mode); it sees the student's normalised inputs.
+    Burn(&'a ConvNet),
+    /// A foreign model with its own preprocessing.
+    Foreign(&'a dyn ForeignTeacher),
+}
+
 /// What the cache is computed from.
 pub struct CacheSource<'a> {
-    /// The teacher (eval mode).
-    pub teacher: &'a ConvNet,
+    /// The teacher.
+    pub teacher: CacheTeacher<'a>,
     /// Its pruned view, when the targets of InDistill's curriculum are cached too.
     pub pruned: Option<&'a PrunedTeacher>,
     /// Hex SHA-256 of the teacher's checkpoint file.
@@ -99,6 +129,9 @@ impl CacheSource<'_> {
         let mut h = Sha256::new();
         h.update(MAGIC);
         h.update(self.teacher_digest.as_bytes());
+        if let CacheTeacher::Foreign(f) = self.teacher {
+            h.update(f.identity().as_bytes());
+        }
         let s = self.data.shape;
         for v in [self.data.len(), s.channels, s.height, s.width] {
             h.update((v as u64).to_le_bytes());
@@ -189,18 +222,41 @@ impl TeacherCache {
             reporter.start_bar(n.div_ceil(BUILD_BATCH) as u64, "teacher cache");
             let indices: Vec<usize> = (0..n).collect();
             for chunk in indices.chunks(BUILD_BATCH) {
-                let (x, _) = batch_tensors(data, chunk, source.norm, None, &mut buffer, &device);
-                let (logits, embedding) = source.teacher.forward_with_embedding(x.clone());
-                let taps: Vec<Tensor<4>> = source
-                    .pruned
-                    .map(|p| (0..p.kept.len()).map(|k| p.target(x.clone(), k)).collect())
-                    .unwrap_or_default();
                 let b = chunk.len();
                 let rows = |t: Vec<f32>, width: usize| -> Vec<Vec<f32>> {
                     t.chunks_exact(width).map(<[f32]>::to_vec).collect()
                 };
-                let [_, classes] = logits.dims();
-                let [_, dim] = embedding.dims();
+                let to_vec =
+                    |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32 outputs");
+                let (logits, classes, embedding, dim, taps) = match source.teacher {
+                    CacheTeacher::Burn(net) => {
+                        let (x, _) =
+                            batch_tensors(data, chunk, source.norm, None, &mut buffer, &device);
+                        let (logits, embedding) = net.forward_with_embedding(x.clone());
+                        let taps: Vec<Tensor<4>> = source
+                            .pruned
+                            .map(|p| (0..p.kept.len()).map(|k| p.target(x.clone(), k)).collect())
+                            .unwrap_or_default();
+                        let [_, classes] = logits.dims();
+                        let [_, dim] = embedding.dims();
+                        (to_vec(logits), classes, to_vec(embedding), dim, taps)
+                    }
+                    CacheTeacher::Foreign(f) => {
+                        let (logits, embedding, dim) =
+                            f.outputs(data, chunk).map_err(CacheError::Teacher)?;
+                        (logits, f.classes(), embedding, dim, Vec::new())
+                    }
+                };
+                if logits.len() != b * classes || embedding.len() != b * dim || dim == 0 {
+                    return Err(CacheError::Corrupt {
+                        path: path.to_path_buf(),
+                        message: format!(
+                            "the teacher gave {} logits and {} embedding values for {b} images, expected {b} x {classes} and {b} x {dim}",
+                            logits.len(),
+                            embedding.len()
+                        ),
+                    });
+                }
                 let tap_shapes: Vec<[usize; 3]> = taps
                     .iter()
                     .map(|t| {
@@ -223,10 +279,8 @@ impl TeacherCache {
                     out.write_all(&json).map_err(io_err)?;
                     header = Some(h);
                 }
-                let to_vec =
-                    |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32 outputs");
-                let logits = rows(to_vec(logits), classes);
-                let embedding = rows(to_vec(embedding), dim);
+                let logits = rows(logits, classes);
+                let embedding = rows(embedding, dim);
                 let taps: Vec<Vec<Vec<f32>>> = taps
                     .into_iter()
                     .zip(&tap_shapes)

@@ -117,6 +117,7 @@ impl Stage for Auxiliary {
             train: a.train.clone(),
             distill: a.distill.clone(),
             validation: None,
+            teacher_onnx: None,
             variants: Default::default(),
         };
         distill_stage(&dc, dir, &splits, reporter)?;

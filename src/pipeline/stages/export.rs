@@ -8,11 +8,11 @@ use anyhow::Result;
 use crate::fsutil::write_json_atomic;
 use crate::infer::tract::TractEngine;
 use crate::onnx::export::{ExportOptions, export_model, quantization_label};
-use crate::onnx::int8::{self, Int8Request};
 use crate::onnx::meta;
 use crate::pipeline::config::ExportSection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
+use crate::quantize::{self as int8, Int8Request};
 use crate::train::Checkpoint;
 use crate::train::supervised::MODEL_FILE;
 

@@ -62,6 +62,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             train: config.student.train.clone(),
             distill: config.student.distill.clone(),
             validation: None,
+            teacher_onnx: None,
             variants: Default::default(),
         },
     };

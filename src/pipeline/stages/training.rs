@@ -153,9 +153,11 @@ pub(super) fn distill_stage(
 ) -> Result<()> {
     let resume = dir.join(CHECKPOINT_FILE).exists();
     let origin = format!("pipeline stage {}", dir.display());
-    match distill(config, &origin, splits, dir, resume, !resume, reporter) {
+    match distill(
+        config, &origin, splits, dir, resume, !resume, None, reporter,
+    ) {
         Err(crate::train::distill::DistillError::Train(TrainError::Resume { .. })) if resume => {
-            distill(config, &origin, splits, dir, false, true, reporter)?;
+            distill(config, &origin, splits, dir, false, true, None, reporter)?;
         }
         other => {
             other?;

@@ -1,7 +1,8 @@
-//! Post-training int8: which training images calibrate and which validate, activation
-//! statistics measured with tract, ranges by the configured method, the quantized graph
-//! ([`qop`] or [`qdq`]) and, with a `max-accuracy-drop`, the layer-by-layer search that keeps
-//! in float the layers that push the top-1 drop over the budget.
+//! Post-training int8 (above `onnx/`, which writes the graphs, and `infer/`, which runs them):
+//! which training images calibrate and which validate, activation statistics measured with tract,
+//! ranges by the configured method, the quantized graph ([`crate::onnx::qop`] or
+//! [`crate::onnx::qdq`]) and, with a `max-accuracy-drop`, the layer-by-layer search that keeps in
+//! float the layers that push the top-1 drop over the budget.
 //!
 //! Only the training split is ever read here: the test split stays for the final evaluation.
 //! The calibration and validation images are two disjoint sets of training indices, recorded
@@ -11,17 +12,17 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::calib::{self, Calibration, RangeChoice};
-use super::export::{ExportError, INPUT};
-use super::proto::{self, pb};
-use super::qdq::{self, QuantizeOptions, Ranges};
-use super::qop::{self, QopSummary};
 use crate::config::quant::Int8Form;
 use crate::data::Dataset;
 use crate::data::prep::{Normalization, fill_batch};
 use crate::eval::classification::argmax_rows;
 use crate::infer::Batch;
 use crate::infer::tract::TractEngine;
+use crate::onnx::calib::{self, Calibration, RangeChoice};
+use crate::onnx::export::{ExportError, INPUT};
+use crate::onnx::proto::{self, pb};
+use crate::onnx::qdq::{self, QuantizeOptions, Ranges};
+use crate::onnx::qop::{self, QopSummary};
 
 /// Values kept per tensor for the percentile and MSE methods (the exact min and max are
 /// always kept too).

@@ -1,0 +1,216 @@
+//! A frozen ONNX teacher run by tract (forward only), for PKT and KD.
+//!
+//! The teacher has its own preprocessing (input size with resize, per-channel mean/std, channel
+//! order: `[teacher-onnx]` over the model's distill-edge metadata), its logits output, and an
+//! embedding that may be any named tensor inside the graph: when it is not an output, the graph
+//! is edited to expose it as one. Training reads its outputs through the teacher-output cache
+//! (`train::teacher_cache`), which calls [`OnnxTeacher`] once over the training split.
+
+use std::path::Path;
+
+use super::preprocess::{ChannelOrder, Preprocess, PreprocessOverrides};
+use super::tract::TractEngine;
+use super::{Batch, InferError, ModelIo};
+use crate::config::distill::OnnxTeacherSpec;
+use crate::data::Dataset;
+use crate::data::prep::Normalization;
+use crate::onnx::{meta, proto};
+use crate::train::teacher_cache::ForeignTeacher;
+
+/// A loaded ONNX teacher.
+pub struct OnnxTeacher {
+    label: String,
+    engine: TractEngine,
+    pre: Preprocess,
+    logits: usize,
+    embedding: usize,
+    embedding_name: String,
+    classes: usize,
+}
+
+fn load_err(path: &Path, message: String) -> InferError {
+    InferError::Load {
+        path: path.display().to_string(),
+        message,
+    }
+}
+
+impl OnnxTeacher {
+    /// Loads `path` with the settings of `spec`. Every operator tract cannot run is listed at
+    /// once; a missing embedding tensor names the graph's outputs.
+    pub fn load(path: &Path, spec: &OnnxTeacherSpec) -> Result<Self, InferError> {
+        let bytes = std::fs::read(path).map_err(|e| load_err(path, e.to_string()))?;
+        let unsupported = super::tract::unsupported_ops(&bytes).map_err(|e| load_err(path, e))?;
+        if !unsupported.is_empty() {
+            return Err(load_err(
+                path,
+                format!(
+                    "tract cannot run {} node(s): {}",
+                    unsupported.len(),
+                    unsupported
+                        .iter()
+                        .map(|u| format!("{} ({})", u.op_type, u.node))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        let mut model = proto::decode(&bytes).map_err(|e| load_err(path, e.to_string()))?;
+        let outputs: Vec<String> = model
+            .graph
+            .as_ref()
+            .map(|g| g.output.iter().map(|o| o.name().to_string()).collect())
+            .unwrap_or_default();
+        let embedding_name = match &spec.embedding {
+            Some(name) => name.clone(),
+            None if outputs.iter().any(|o| o == crate::onnx::export::EMBEDDING) => {
+                crate::onnx::export::EMBEDDING.to_string()
+            }
+            None => {
+                return Err(load_err(
+                    path,
+                    format!(
+                        "which tensor is the embedding? give [teacher-onnx] embedding = \"NAME\" (any tensor of the graph; its outputs are {outputs:?})"
+                    ),
+                ));
+            }
+        };
+        if !outputs.contains(&embedding_name) {
+            proto::expose_outputs(&mut model, std::slice::from_ref(&embedding_name)).map_err(
+                |e| {
+                    load_err(
+                        path,
+                        format!("[teacher-onnx] embedding {embedding_name:?}: {e}"),
+                    )
+                },
+            )?;
+        }
+        let bytes = proto::encode(&model);
+        let meta_norm = metadata_normalization(&model);
+        let overrides = PreprocessOverrides {
+            file: None,
+            input_size: spec.input_size.clone(),
+            mean: spec.mean.clone(),
+            std: spec.std.clone(),
+            channel_order: spec
+                .channel_order
+                .as_deref()
+                .map(|c| {
+                    c.parse::<ChannelOrder>()
+                        .map_err(|e| load_err(path, format!("[teacher-onnx] channel-order: {e}")))
+                })
+                .transpose()?,
+            logits_output: spec.logits_output.clone(),
+        };
+        let pre = Preprocess::resolve(path, &bytes, &overrides, meta_norm.as_ref())
+            .map_err(|e| load_err(path, e.to_string()))?;
+        if pre.normalization.is_none() {
+            return Err(load_err(
+                path,
+                "no input normalisation: give [teacher-onnx] mean and std (the model has no distill-edge metadata)".into(),
+            ));
+        }
+        let label = path.display().to_string();
+        let io = ModelIo {
+            input: Some(pre.input),
+            logits: Some(pre.logits_output),
+        };
+        let engine = super::guard(&label, true, || {
+            TractEngine::from_bytes_with(&bytes, &label, &io)
+        })?;
+        let names = engine.output_names().to_vec();
+        let find = |name: &str| names.iter().position(|n| n == name);
+        let embedding = find(&embedding_name).ok_or_else(|| {
+            load_err(
+                path,
+                format!("tract does not give the embedding output {embedding_name:?} ({names:?})"),
+            )
+        })?;
+        let logits = find(&pre.logits_name).unwrap_or(pre.logits_output);
+        let mut teacher = OnnxTeacher {
+            label,
+            engine,
+            pre,
+            logits,
+            embedding,
+            embedding_name,
+            classes: 0,
+        };
+        // One probe image fixes the number of classes and checks the outputs' shapes.
+        let probe = teacher.pre.random_inputs(1, 0);
+        let [c, h, w] = teacher.pre.input;
+        let out = teacher.engine.run_raw(Batch {
+            data: &probe,
+            shape: [1, c, h, w],
+        })?;
+        teacher.classes = out[teacher.logits].1.len();
+        if teacher.classes == 0 || out[teacher.embedding].1.is_empty() {
+            return Err(load_err(
+                path,
+                "the logits or the embedding output is empty for one image".into(),
+            ));
+        }
+        Ok(teacher)
+    }
+}
+
+/// The normalisation in a distill-edge model's metadata, when it has one that parses.
+fn metadata_normalization(model: &proto::pb::ModelProto) -> Option<Normalization> {
+    let props = proto::metadata(model);
+    let get = |k: &str| {
+        props
+            .iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| serde_json::from_str::<Vec<f32>>(v).ok())
+    };
+    Some(Normalization {
+        mean: get(meta::NORMALIZATION_MEAN)?,
+        std: get(meta::NORMALIZATION_STD)?,
+    })
+}
+
+impl ForeignTeacher for OnnxTeacher {
+    fn identity(&self) -> String {
+        format!(
+            "onnx:{}:{}:{:?}:{}",
+            self.embedding_name,
+            self.pre.logits_name,
+            self.pre.input,
+            serde_json::to_string(&self.pre).unwrap_or_default()
+        )
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+
+    fn outputs(
+        &self,
+        data: &Dataset,
+        picks: &[usize],
+    ) -> Result<(Vec<f32>, Vec<f32>, usize), String> {
+        let x = self
+            .pre
+            .images(data, picks)
+            .map_err(|e| format!("teacher {}: {e}", self.label))?;
+        let [c, h, w] = self.pre.input;
+        let out = self
+            .engine
+            .run_raw(Batch {
+                data: &x,
+                shape: [picks.len(), c, h, w],
+            })
+            .map_err(|e| e.to_string())?;
+        let n = picks.len();
+        let (logits, embedding) = (&out[self.logits].1, &out[self.embedding].1);
+        if logits.len() != n * self.classes || embedding.is_empty() || embedding.len() % n != 0 {
+            return Err(format!(
+                "teacher {}: {} logits and {} embedding values for {n} images",
+                self.label,
+                logits.len(),
+                embedding.len()
+            ));
+        }
+        Ok((logits.clone(), embedding.clone(), embedding.len() / n))
+    }
+}
