@@ -476,12 +476,7 @@ fn the_teacher_cache_gives_the_weights_of_running_the_teacher_and_a_corrupt_one_
         assert!(o.status.success(), "{}", stderr(&o));
         stderr(&o)
     };
-    let weights = |path: &Path| {
-        let c = distill_edge::train::Checkpoint::read(path).unwrap();
-        distill_edge::model::flatten_params(
-            &c.load_model(&distill_edge::runtime::cpu(), path).unwrap(),
-        )
-    };
+    let weights = model_weights;
     distill(&cfg, "cached");
     let caches: Vec<_> = std::fs::read_dir(p.join("teacher-cache"))
         .unwrap()

@@ -65,11 +65,6 @@ fn distill(p: &Path, config: &Path, out: &str) -> std::process::Output {
     )
 }
 
-fn weights(path: &Path) -> Vec<f32> {
-    let c = distill_edge::train::Checkpoint::read(path).unwrap();
-    distill_edge::model::flatten_params(&c.load_model(&distill_edge::runtime::cpu(), path).unwrap())
-}
-
 fn max_rel_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter()
@@ -189,7 +184,7 @@ impl Run {
             logits: v(l),
             embedding: v(e),
             loss: metrics[0]["train_loss"].as_f64().unwrap(),
-            weights: weights(&dir.join("model.ckpt")),
+            weights: model_weights(&dir.join("model.ckpt")),
         }
     }
 }

@@ -82,17 +82,7 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
     });
     let _lock = super::train::lock_run_dir(&out, "distill", &reporter)?;
     reporter.line(format!("loading {} data", config.data.name()));
-    let loaded = data::load(&config.data)?;
-    let splits = match &config.validation {
-        None => loaded,
-        Some(v) => {
-            reporter.line(format!(
-                "holding {} training images out for validation (seed {}); the per-epoch and final figures are on them",
-                v.images, v.seed
-            ));
-            data::split::hold_out(&loaded, v)?.for_validation()
-        }
-    };
+    let splits = super::training_splits(&config.data, config.validation.as_ref(), &reporter)?;
     reporter.line(format!(
         "distilling {} with {} ({} curriculum + {} main epochs) -> {}",
         config.student,

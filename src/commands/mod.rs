@@ -91,3 +91,23 @@ pub fn data_for_model(dir: &Path, config: Option<&Path>, args: &DataArgs) -> Res
     };
     resolve_data(base, args)
 }
+
+/// The splits a training run uses: the source loaded, with `validation` held out of the
+/// training split and standing in for the test split when the config asks for it.
+pub fn training_splits(
+    source: &crate::data::DataSource,
+    validation: Option<&crate::data::split::ValidationSplit>,
+    reporter: &crate::progress::Reporter,
+) -> Result<crate::data::Splits> {
+    let loaded = crate::data::load(source)?;
+    Ok(match validation {
+        None => loaded,
+        Some(v) => {
+            reporter.line(format!(
+                "holding {} training images out for validation (seed {}); the per-epoch and final figures are on them",
+                v.images, v.seed
+            ));
+            crate::data::split::hold_out(&loaded, v)?.for_validation()
+        }
+    })
+}

@@ -6,7 +6,6 @@ use anyhow::{Context, Result};
 
 use crate::cli::{GlobalArgs, TrainArgs};
 use crate::config::{TrainConfig, TrainSettings};
-use crate::data;
 use crate::fsutil::{DirLock, clean_stale_temps};
 use crate::model::ModelSpec;
 use crate::progress::Reporter;
@@ -67,17 +66,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         .unwrap_or_else(|| PathBuf::from("runs").join(&config.name).join("train"));
     let _lock = lock_run_dir(&out, "train", &reporter)?;
     reporter.line(format!("loading {} data", config.data.name()));
-    let loaded = data::load(&config.data)?;
-    let splits = match &config.validation {
-        None => loaded,
-        Some(v) => {
-            reporter.line(format!(
-                "holding {} training images out for validation (seed {}); the per-epoch and final figures are on them",
-                v.images, v.seed
-            ));
-            data::split::hold_out(&loaded, v)?.for_validation()
-        }
-    };
+    let splits = super::training_splits(&config.data, config.validation.as_ref(), &reporter)?;
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     arch.check_memory(config.train.batch_size)?;
     reporter.line(format!(

@@ -65,3 +65,9 @@ pub fn synthetic_config(dir: &Path, name: &str, schedule: &str, train_images: us
     .unwrap();
     path
 }
+
+/// Every parameter and running statistic of a model file, in module order.
+pub fn model_weights(path: &Path) -> Vec<f32> {
+    let c = distill_edge::train::Checkpoint::read(path).unwrap();
+    distill_edge::model::flatten_params(&c.load_model(&distill_edge::runtime::cpu(), path).unwrap())
+}
