@@ -265,3 +265,40 @@ fn data_info_describes_generated_data() {
     assert_eq!(info["splits"].as_array().unwrap().len(), 2);
     assert_eq!(info["classes"].as_array().unwrap().len(), 10);
 }
+
+#[test]
+fn the_saved_config_names_a_relative_data_folder_by_its_absolute_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let made = run(
+        p,
+        &[
+            "-q",
+            "data",
+            "make",
+            "imgs",
+            "--data",
+            "synthetic",
+            "--size",
+            "16",
+            "--train",
+            "40",
+            "--test",
+            "20",
+        ],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    std::fs::write(
+        p.join("t.toml"),
+        "name = \"rel\"\nmodel = \"cnn32-small\"\n[data]\nkind = \"folder\"\npath = \"imgs\"\nheight = 28\nwidth = 28\n[train]\nbatch-size = 8\nschedule = [{ epochs = 1, lr = 1e-3 }]\n",
+    )
+    .unwrap();
+    let out = run(p, &["-q", "--threads", "1", "train", "--config", "t.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let saved = std::fs::read_to_string(p.join("runs/rel/train/config.toml")).unwrap();
+    let abs = p.join("imgs");
+    assert!(
+        saved.contains(&format!("path = \"{}\"", abs.display())),
+        "{saved}"
+    );
+}

@@ -83,7 +83,13 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         crate::runtime::threads(),
         out.display()
     ));
-    let config_toml = config.to_toml();
+    // The saved config names the data by an absolute path: later commands read it from the
+    // run directory, not from where this one ran.
+    let config_toml = {
+        let mut saved = config.clone();
+        saved.data = saved.data.absolute();
+        saved.to_toml()
+    };
     let report = train(
         &arch,
         &config.train,

@@ -448,6 +448,15 @@ impl DataSource {
         out
     }
 
+    /// The same source with relative paths made absolute (from the working directory), for
+    /// configs saved into a run directory and read from elsewhere later.
+    pub fn absolute(&self) -> Self {
+        match std::env::current_dir() {
+            Ok(cwd) => self.relative_to(&cwd),
+            Err(_) => self.clone(),
+        }
+    }
+
     /// A synthetic source with the default parameters.
     pub fn synthetic_default() -> Self {
         synthetic::SyntheticSpec::default().into()

@@ -385,7 +385,12 @@ pub fn distill(
         pruned: pruned.as_ref(),
         cache: cache.as_ref(),
     };
-    let toml = config.to_toml();
+    // The saved config names the data by an absolute path (read later from the run dir).
+    let toml = {
+        let mut saved = config.clone();
+        saved.data = saved.data.absolute();
+        saved.to_toml()
+    };
     Ok(fit(
         &arch,
         &config.train,
