@@ -189,6 +189,23 @@ impl PrunedTeacher {
         };
         self.blocks[k].forward(inner)
     }
+
+    /// Every block's target at once, from the unpruned teacher's block outputs `taps` of the
+    /// same `x` (e.g. [`ConvNet::forward_features`]): block k is fed `taps[k - 1]` (or `x`),
+    /// which is what [`Self::target`] recomputes for one block.
+    pub fn targets(&self, x: Tensor<4>, taps: &[Tensor<4>]) -> Vec<Tensor<4>> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .map(|(k, b)| {
+                b.forward(if k == 0 {
+                    x.clone()
+                } else {
+                    taps[k - 1].clone()
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -338,8 +355,16 @@ mod tests {
                 &device,
             );
             let full = teacher.forward_features(x.clone());
+            // All targets from one teacher pass: the same values as one block at a time.
+            let all = pruned.targets(x.clone(), &full.taps);
+            assert_eq!(all.len(), widths_t.len());
             for k in 0..widths_t.len() {
                 let got = pruned.target(x.clone(), k);
+                assert_eq!(
+                    all[k].clone().into_data().try_into_vec::<f32>().unwrap(),
+                    got.clone().into_data().try_into_vec::<f32>().unwrap(),
+                    "block {k}: targets() and target() differ"
+                );
                 let s = s_arch.block_shapes[k];
                 assert_eq!(got.dims(), [3, s.channels, s.height, s.width]);
                 let want =

@@ -232,14 +232,16 @@ impl TeacherCache {
                     CacheTeacher::Burn(net) => {
                         let (x, _) =
                             batch_tensors(data, chunk, source.norm, None, &mut buffer, &device);
-                        let (logits, embedding) = net.forward_with_embedding(x.clone());
+                        // One pass of the teacher gives the logits, the embedding and the
+                        // block outputs that feed the pruned blocks.
+                        let f = net.forward_features(x.clone());
                         let taps: Vec<Tensor<4>> = source
                             .pruned
-                            .map(|p| (0..p.kept.len()).map(|k| p.target(x.clone(), k)).collect())
+                            .map(|p| p.targets(x, &f.taps))
                             .unwrap_or_default();
-                        let [_, classes] = logits.dims();
-                        let [_, dim] = embedding.dims();
-                        (to_vec(logits), classes, to_vec(embedding), dim, taps)
+                        let [_, classes] = f.logits.dims();
+                        let [_, dim] = f.embedding.dims();
+                        (to_vec(f.logits), classes, to_vec(f.embedding), dim, taps)
                     }
                     CacheTeacher::Foreign(f) => {
                         let (logits, embedding, dim) =
