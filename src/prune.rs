@@ -358,10 +358,10 @@ mod tests {
             // All targets from one teacher pass: the same values as one block at a time.
             let all = pruned.targets(x.clone(), &full.taps);
             assert_eq!(all.len(), widths_t.len());
-            for k in 0..widths_t.len() {
+            for (k, one_pass) in all.iter().enumerate() {
                 let got = pruned.target(x.clone(), k);
                 assert_eq!(
-                    all[k].clone().into_data().try_into_vec::<f32>().unwrap(),
+                    one_pass.clone().into_data().try_into_vec::<f32>().unwrap(),
                     got.clone().into_data().try_into_vec::<f32>().unwrap(),
                     "block {k}: targets() and target() differ"
                 );
