@@ -6,60 +6,16 @@ mod common;
 
 use std::path::Path;
 
-use burn::module::{Param, RunningState};
-use burn::tensor::{Distribution, Tensor};
+use burn::module::Param;
 use distill_edge::data::ImageShape;
-use distill_edge::data::prep::Normalization;
 use distill_edge::infer::parity::{Tolerance, compare};
 use distill_edge::infer::tract::TractEngine;
 use distill_edge::infer::{Batch, Engine};
-use distill_edge::model::{ConvNet, ModelSpec};
 use distill_edge::onnx::export::{ExportOptions, burn_logits, export_model};
 use distill_edge::onnx::proto;
-use distill_edge::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
+use distill_edge::train::checkpoint::Checkpoint;
 
 use common::*;
-
-/// A randomly initialised network with non-trivial BN statistics, and its checkpoint.
-fn random_model(preset: &str, input: ImageShape, seed: u64) -> (ConvNet, Checkpoint) {
-    let device = distill_edge::runtime::cpu();
-    device.seed(seed);
-    let arch = ModelSpec::resolve(preset, Path::new("."))
-        .unwrap()
-        .bind(input, 10)
-        .unwrap();
-    let mut net = ConvNet::new(&arch, &device);
-    for b in &mut net.blocks {
-        if let Some(bn) = b.bn.as_mut() {
-            let [n] = bn.gamma.val().dims();
-            let r = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
-            bn.gamma = Param::from_tensor(r(0.5, 1.5));
-            bn.beta = Param::from_tensor(r(-0.2, 0.2));
-            bn.running_mean = RunningState::new(r(-0.2, 0.2));
-            bn.running_var = RunningState::new(r(0.5, 1.5));
-        }
-    }
-    let header = CheckpointHeader {
-        format: FORMAT,
-        kind: "model".into(),
-        epochs_done: 0,
-        config_hash: "test".into(),
-        architecture: arch,
-        normalization: Normalization::identity(input.channels),
-        dataset: "synthetic".into(),
-        classes: (0..10).map(|i| i.to_string()).collect(),
-        history: vec![],
-        extra: serde_json::Value::Null,
-    };
-    let ckpt = Checkpoint::from_model(header, net.clone(), vec![]).unwrap();
-    (net, ckpt)
-}
-
-fn images(n: usize, s: ImageShape) -> Vec<f32> {
-    (0..n * s.len())
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect()
-}
 
 #[test]
 fn every_preset_exports_with_parity_for_batches_1_and_7_folded_or_not() {
@@ -89,7 +45,7 @@ fn every_preset_exports_with_parity_for_batches_1_and_7_folded_or_not() {
             let engine = TractEngine::from_bytes(&proto::encode(&model), preset).unwrap();
             assert_eq!(engine.output_names(), ["logits", "embedding"]);
             for batch in [1usize, 7] {
-                let x = images(batch, input);
+                let x = test_images(batch, input);
                 let shape = [batch, input.channels, input.height, input.width];
                 let (want_logits, want_emb) = burn_logits(&net, &x, shape);
                 let got = engine.run(Batch { data: &x, shape }).unwrap();
@@ -220,7 +176,7 @@ fn onnx_runtime_matches_burn() {
     std::fs::write(&path, proto::encode(&model)).unwrap();
     let engine = OrtEngine::load(&path, 1).unwrap();
     for batch in [1usize, 7] {
-        let x = images(batch, input);
+        let x = test_images(batch, input);
         let shape = [batch, 1, 28, 28];
         let (want, _) = burn_logits(&net, &x, shape);
         let got = engine.run(Batch { data: &x, shape }).unwrap();

@@ -6,10 +6,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::Path;
 
-use burn::module::{Param, RunningState};
-use burn::tensor::{Distribution, Tensor};
 use distill_edge::config::quant::{Calibration, Int8Form};
 use distill_edge::data::prep::{Normalization, fill_batch};
 use distill_edge::data::synthetic::{SyntheticSpec, generate};
@@ -17,12 +14,13 @@ use distill_edge::data::{Dataset, ImageShape};
 use distill_edge::eval::classification::argmax_rows;
 use distill_edge::infer::tract::TractEngine;
 use distill_edge::infer::{Batch, Engine};
-use distill_edge::model::{ConvNet, ModelSpec};
 use distill_edge::onnx::export::{ExportOptions, export_model};
 use distill_edge::onnx::proto::{self, pb};
 use distill_edge::onnx::qop;
 use distill_edge::quantize::{self as int8, Int8Request};
-use distill_edge::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
+use distill_edge::train::checkpoint::Checkpoint;
+
+use common::random_model;
 
 /// int8 against float on the same images: the largest logit difference, as a share of the
 /// float logits' span. Measured on this fixture: about 0.02 (per-channel weights, MSE ranges).
@@ -31,37 +29,7 @@ const INT8_SPAN_SHARE: f32 = 0.08;
 const INT8_TOP1_AGREEMENT: f64 = 0.9;
 
 fn float_model(seed: u64) -> pb::ModelProto {
-    let device = distill_edge::runtime::cpu();
-    device.seed(seed);
-    let input = ImageShape::new(1, 28, 28);
-    let arch = ModelSpec::resolve("cnn32-small", Path::new("."))
-        .unwrap()
-        .bind(input, 10)
-        .unwrap();
-    let mut net = ConvNet::new(&arch, &device);
-    for b in &mut net.blocks {
-        if let Some(bn) = b.bn.as_mut() {
-            let [n] = bn.gamma.val().dims();
-            let r = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
-            bn.gamma = Param::from_tensor(r(0.5, 1.5));
-            bn.beta = Param::from_tensor(r(-0.2, 0.2));
-            bn.running_mean = RunningState::new(r(-0.2, 0.2));
-            bn.running_var = RunningState::new(r(0.5, 1.5));
-        }
-    }
-    let header = CheckpointHeader {
-        format: FORMAT,
-        kind: "model".into(),
-        epochs_done: 0,
-        config_hash: "test".into(),
-        architecture: arch,
-        normalization: Normalization::identity(1),
-        dataset: "synthetic".into(),
-        classes: (0..10).map(|i| i.to_string()).collect(),
-        history: vec![],
-        extra: serde_json::Value::Null,
-    };
-    let ckpt = Checkpoint::from_model(header, net.clone(), vec![]).unwrap();
+    let (net, ckpt) = random_model("cnn32-small", ImageShape::new(1, 28, 28), seed);
     let opts = ExportOptions {
         fold_batch_norm: true,
         embedding_output: false,

@@ -71,3 +71,59 @@ pub fn model_weights(path: &Path) -> Vec<f32> {
     let c = distill_edge::train::Checkpoint::read(path).unwrap();
     distill_edge::model::flatten_params(&c.load_model(&distill_edge::runtime::cpu(), path).unwrap())
 }
+
+/// A randomly initialised network (`preset` bound to `input`, 10 classes, seeded) with
+/// non-trivial statistics in every batch norm, depthwise ones included, and its checkpoint.
+pub fn random_model(
+    preset: &str,
+    input: distill_edge::data::ImageShape,
+    seed: u64,
+) -> (
+    distill_edge::model::ConvNet,
+    distill_edge::train::checkpoint::Checkpoint,
+) {
+    use burn::module::{Param, RunningState};
+    use burn::tensor::{Distribution, Tensor};
+    use distill_edge::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
+    let device = distill_edge::runtime::cpu();
+    device.seed(seed);
+    let arch = distill_edge::model::ModelSpec::resolve(preset, Path::new("."))
+        .unwrap()
+        .bind(input, 10)
+        .unwrap();
+    let mut net = distill_edge::model::ConvNet::new(&arch, &device);
+    for b in &mut net.blocks {
+        for bn in [b.bn.as_mut(), b.depthwise_bn.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let [n] = bn.gamma.val().dims();
+            let r = |lo, hi| Tensor::<1>::random([n], Distribution::Uniform(lo, hi), &device);
+            bn.gamma = Param::from_tensor(r(0.5, 1.5));
+            bn.beta = Param::from_tensor(r(-0.2, 0.2));
+            bn.running_mean = RunningState::new(r(-0.2, 0.2));
+            bn.running_var = RunningState::new(r(0.5, 1.5));
+        }
+    }
+    let header = CheckpointHeader {
+        format: FORMAT,
+        kind: "model".into(),
+        epochs_done: 0,
+        config_hash: "test".into(),
+        architecture: arch,
+        normalization: distill_edge::data::prep::Normalization::identity(input.channels),
+        dataset: "synthetic".into(),
+        classes: (0..10).map(|i| i.to_string()).collect(),
+        history: vec![],
+        extra: serde_json::Value::Null,
+    };
+    let ckpt = Checkpoint::from_model(header, net.clone(), vec![]).unwrap();
+    (net, ckpt)
+}
+
+/// `n` deterministic pseudo-images of shape `s`, values in [-1, 1).
+pub fn test_images(n: usize, s: distill_edge::data::ImageShape) -> Vec<f32> {
+    (0..n * s.len())
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect()
+}
