@@ -36,6 +36,34 @@ pub fn missing_tool(what: &str, hint: &str) {
     eprintln!("skipped: {message}");
 }
 
+/// Builds the on-device runner for this host with cargo (dev profile: it shares the test
+/// build's dependencies) and returns its path; panics with cargo's output when it fails.
+pub fn host_runner() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--manifest-path",
+            "runner/Cargo.toml",
+            "--locked",
+            "--message-format=json",
+        ])
+        .output()
+        .expect("cargo");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"]["name"] == "distill-edge-runner")
+        .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
+        .expect("runner executable in cargo's output")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -414,33 +414,6 @@ fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
     }
 }
 
-/// The runner built for this host with cargo (dev profile, shared with the test build).
-fn host_runner() -> std::path::PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let out = std::process::Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--manifest-path",
-            "runner/Cargo.toml",
-            "--locked",
-            "--message-format=json",
-        ])
-        .output()
-        .expect("cargo");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["target"]["name"] == "distill-edge-runner")
-        .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
-        .expect("runner executable in cargo's output")
-}
-
 /// Edits a figure of a saved baseline through `f`.
 fn edit_baseline(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
@@ -456,7 +429,7 @@ fn a_baseline_passes_on_itself_and_fails_when_edited_to_be_better() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
     write_model(p, "resnet.onnx", &resnet(vec![]));
-    let runner = host_runner();
+    let runner = distill_edge::testing::host_runner();
     let mut args = vec![
         "-q",
         "build",
@@ -631,7 +604,7 @@ fn several_boards_get_a_row_and_a_result_file_each() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path();
     write_model(p, "resnet.onnx", &resnet(vec![]));
-    let runner = host_runner();
+    let runner = distill_edge::testing::host_runner();
     let mut args = vec![
         "-q",
         "build",

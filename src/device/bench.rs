@@ -592,38 +592,10 @@ pub(crate) mod tests {
     use crate::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
     use distill_edge_schema::BenchSettings;
 
-    /// Builds the runner for this host with cargo (dev profile: it shares the test build's
-    /// dependencies) and returns its path.
-    pub(crate) fn host_runner() -> std::path::PathBuf {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "--manifest-path",
-                "runner/Cargo.toml",
-                "--locked",
-                "--message-format=json",
-            ])
-            .output()
-            .expect("cargo");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["target"]["name"] == "distill-edge-runner")
-            .find_map(|v| v["executable"].as_str().map(std::path::PathBuf::from))
-            .expect("runner executable in cargo's output")
-    }
-
     /// A host-arch bundle of a random cnn32-small and a synthetic shard.
     fn host_bundle(dir: &Path) -> (TargetSpec, std::path::PathBuf) {
         let target = TargetSpec::resolve("x86_64").unwrap();
-        let bundle = bundle_for(dir, &target, &host_runner());
+        let bundle = bundle_for(dir, &target, &crate::testing::host_runner());
         (target, bundle)
     }
 

@@ -289,7 +289,7 @@ mod tests {
         let host_bundle = crate::device::bench::tests::bundle_for(
             &tmp.path().join("x86"),
             &host,
-            &crate::device::bench::tests::host_runner(),
+            &crate::testing::host_runner(),
         );
         let arm_runner = crate::board::cross::build_runner(&aarch64).unwrap();
         let arm_bundle =
