@@ -17,6 +17,7 @@ APT_PACKAGES=(
   dataset-fashion-mnist       # /usr/share/datasets/fashion-mnist (IDX files)
   protobuf-compiler           # protoc, to regenerate the ONNX prost types
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross      # aarch64 linker + sysroot
+  libstdc++6-arm64-cross      # libstdc++ for ONNX Runtime on aarch64 under qemu
   gcc-arm-linux-gnueabihf libc6-dev-armhf-cross    # armv7 linker + sysroot
   qemu-user-static            # run ARM binaries here
   openssh-server openssh-client                    # ssh device transport and its tests
@@ -65,4 +66,35 @@ if [ -z "$lib" ]; then
   exit 1
 fi
 log "ONNX Runtime: ORT_DYLIB_PATH=$lib"
+# The same ONNX Runtime version for 64-bit ARM boards (targets with `engines = ["tract", "ort"]`
+# put it into the bundle): the aarch64 wheel, fetched with pip's platform download (nothing is
+# installed for this machine), and its libonnxruntime.so unpacked into the cache, where
+# `distill-edge build` looks for it (scripts/env.sh exports the path as ORT_DYLIB_PATH_AARCH64).
+ORT_VERSION=$("$VENV/bin/python" -c 'import onnxruntime; print(onnxruntime.__version__)')
+ORT_AARCH64="${DISTILL_EDGE_ORT_AARCH64:-$HOME/.cache/distill-edge/ort-aarch64}"
+if ! [ -f "$ORT_AARCH64/$ORT_VERSION/libonnxruntime.so" ]; then
+  log "fetching the aarch64 onnxruntime $ORT_VERSION wheel into $ORT_AARCH64/$ORT_VERSION"
+  wheels=$(mktemp -d)
+  trap 'rm -rf "$wheels"' EXIT
+  py=$("$VENV/bin/python" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+    --platform manylinux_2_28_aarch64 --python-version "$py" -d "$wheels" "onnxruntime==$ORT_VERSION"
+  wheel=$(ls "$wheels"/onnxruntime-*aarch64*.whl | head -n 1)
+  "$VENV/bin/python" - "$wheel" "$ORT_AARCH64/$ORT_VERSION" <<'PY'
+import os, sys, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    libs = [n for n in z.namelist() if os.path.basename(n).startswith("libonnxruntime.so")]
+    if not libs:
+        sys.exit(f"{wheel}: no libonnxruntime.so inside")
+    os.makedirs(out, exist_ok=True)
+    tmp = os.path.join(out, f".libonnxruntime.so.tmp-{os.getpid()}")
+    with z.open(libs[0]) as src, open(tmp, "wb") as dst:
+        dst.write(src.read())
+    os.replace(tmp, os.path.join(out, "libonnxruntime.so"))
+PY
+  rm -rf "$wheels"
+  trap - EXIT
+fi
+log "ONNX Runtime for aarch64: ORT_DYLIB_PATH_AARCH64=$ORT_AARCH64/$ORT_VERSION/libonnxruntime.so"
 log "ok"

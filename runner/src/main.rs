@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use tract_onnx::prelude::*;
 
+#[cfg(feature = "ort")]
+mod ort_engine;
+
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
 use distill_edge_schema::{
@@ -498,6 +501,7 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
             .map_err(|e| format!("{}: {e:#}", m.file))?,
         );
     }
+    models.extend(ort_models(&args.dir, &manifest, &shard, &bench, args.verify)?);
     Ok(RunnerResult {
         format: FORMAT,
         runner_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -508,6 +512,35 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
         manifest_sha256: Some(manifest_sha256),
         environment: Some(environment(bench.threads.max(1))),
     })
+}
+
+/// The bundle's models run with ONNX Runtime when it carries the library (`ort_library`).
+#[cfg(feature = "ort")]
+fn ort_models(
+    dir: &Path,
+    manifest: &Manifest,
+    shard: &Shard,
+    bench: &BenchSettings,
+    verify: bool,
+) -> Result<Vec<ModelResult>, String> {
+    ort_engine::run_models(dir, manifest, shard, bench, verify)
+}
+
+/// A bundle that carries ONNX Runtime needs a runner built with the `ort` feature.
+#[cfg(not(feature = "ort"))]
+fn ort_models(
+    _: &Path,
+    manifest: &Manifest,
+    _: &Shard,
+    _: &BenchSettings,
+    _: bool,
+) -> Result<Vec<ModelResult>, String> {
+    match &manifest.ort_library {
+        Some(lib) => Err(format!(
+            "the bundle carries ONNX Runtime ({lib}) but this runner was built without the `ort` feature: rebuild the bundle"
+        )),
+        None => Ok(Vec::new()),
+    }
 }
 
 fn main() -> ExitCode {

@@ -101,6 +101,10 @@ pub struct Manifest {
     /// What the shard holds, in words (a labelled test split, or seeded random inputs).
     #[serde(default)]
     pub inputs: String,
+    /// The ONNX Runtime library in the bundle (`engines` of the target holds `ort`): the runner
+    /// also runs every model with it. Absent: tract only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ort_library: Option<String>,
 }
 
 impl Manifest {
@@ -115,6 +119,7 @@ impl Manifest {
         let mut out = vec![RUNNER, self.shard.as_str()];
         out.extend(self.models.iter().map(|m| m.file.as_str()));
         out.extend(self.host.iter().map(|h| h.outputs_file.as_str()));
+        out.extend(self.ort_library.as_deref());
         out
     }
 
@@ -348,11 +353,24 @@ pub struct Environment {
     pub runner_sha256: Option<String>,
 }
 
-/// The runner's result for one model.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+/// The engine name of tract in results ([`ModelResult::engine`]).
+pub const TRACT: &str = "tract";
+/// The engine name of ONNX Runtime in results ([`ModelResult::engine`]).
+pub const ORT: &str = "ort";
+
+fn tract_engine() -> String {
+    TRACT.to_string()
+}
+
+/// The runner's result for one model on one engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelResult {
     /// `fp32` or `int8`.
     pub model: String,
+    /// The engine that ran it: [`TRACT`] (also in results of runners older than this field)
+    /// or [`ORT`].
+    #[serde(default = "tract_engine")]
+    pub engine: String,
     /// Correct top-1 predictions on the shard (`None`: unlabelled shard).
     pub correct: Option<usize>,
     /// Images in the shard.
@@ -378,6 +396,38 @@ pub struct ModelResult {
     /// Per-node profile (with `profile`).
     #[serde(default)]
     pub profile: Option<Profile>,
+}
+
+impl Default for ModelResult {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            engine: tract_engine(),
+            correct: None,
+            images: 0,
+            outputs_sha256: String::new(),
+            outputs_file: String::new(),
+            latency: Vec::new(),
+            load_ms: None,
+            phases: Vec::new(),
+            state_reuse: None,
+            memory: None,
+            profile: None,
+        }
+    }
+}
+
+impl ModelResult {
+    /// The file the runner writes `model`'s logits on `engine` to (in the bundle directory):
+    /// `outputs-<model>.bin` for tract (as before engines existed), `outputs-<model>-<engine>.bin`
+    /// for the others.
+    pub fn outputs_file_for(model: &str, engine: &str) -> String {
+        if engine == TRACT {
+            format!("outputs-{model}.bin")
+        } else {
+            format!("outputs-{model}-{engine}.bin")
+        }
+    }
 }
 
 /// The runner's JSON document.
@@ -609,6 +659,7 @@ mod tests {
             },
             logits_output: 0,
             inputs: String::new(),
+            ort_library: None,
         }
     }
 
@@ -632,6 +683,23 @@ mod tests {
             bytes: 0,
         });
         assert!(m.check_listed().unwrap_err().contains("not a plain file"));
+        // The ONNX Runtime library, when the bundle carries one, is a needed file too.
+        let mut m = manifest();
+        m.ort_library = Some("libonnxruntime.so".into());
+        let err = m.check_listed().unwrap_err();
+        assert!(err.starts_with("libonnxruntime.so"), "{err}");
+    }
+
+    #[test]
+    fn a_result_without_an_engine_is_tract() {
+        let r: ModelResult = serde_json::from_str(
+            r#"{"model":"fp32","correct":1,"images":2,"outputs_sha256":"","outputs_file":"outputs-fp32.bin","latency":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.engine, TRACT);
+        assert_eq!(ModelResult::default().engine, TRACT);
+        assert_eq!(ModelResult::outputs_file_for("fp32", TRACT), "outputs-fp32.bin");
+        assert_eq!(ModelResult::outputs_file_for("int8", ORT), "outputs-int8-ort.bin");
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub enum BundleError {
     Invalid(String),
 }
 
+/// The ONNX Runtime library's name in a bundle (targets with `engines = ["tract", "ort"]`).
+pub const ORT_LIBRARY: &str = "libonnxruntime.so";
+
 /// Copies `from` to `to`; an error names both files.
 fn copy(from: &Path, to: &Path) -> Result<(), BundleError> {
     std::fs::copy(from, to)
@@ -255,6 +258,18 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manif
             file,
         });
     }
+    // ONNX Runtime for the board, when the target lists the `ort` engine: verified by the runner
+    // against the manifest like every other file before it loads it.
+    let ort_library = match super::engines::ort_library(inputs.target)
+        .map_err(|e| BundleError::Invalid(e.to_string()))?
+    {
+        Some(lib) => {
+            copy(&lib, &tmp.join(ORT_LIBRARY))?;
+            add(ORT_LIBRARY)?;
+            Some(ORT_LIBRARY.to_string())
+        }
+        None => None,
+    };
     let manifest = Manifest {
         format: FORMAT,
         target: inputs.target.name.clone(),
@@ -267,6 +282,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manif
         bench: inputs.bench.clone(),
         logits_output: feed.logits_output,
         inputs: feed.inputs.clone(),
+        ort_library,
     };
     // Every file the runner and the host need is listed with its digest.
     manifest.check_listed().map_err(BundleError::Invalid)?;

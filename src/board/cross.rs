@@ -25,13 +25,18 @@ pub enum CrossError {
         /// Last lines of cargo's output.
         tail: String,
     },
+    /// The target's engines cannot be served (e.g. no ONNX Runtime library for the board).
+    #[error(transparent)]
+    Engine(#[from] super::engines::EngineError),
     /// The runner's sources (embedded in this binary) could not be written out.
     #[error("writing the runner's sources: {0}")]
     Sources(#[from] MaterialiseError),
 }
 
-/// Checks that the rustup target, linker and C tools are installed.
+/// Checks that the rustup target, linker and C tools are installed, and the ONNX Runtime
+/// library when the target lists the `ort` engine.
 pub fn check_toolchain(target: &TargetSpec) -> Result<(), CrossError> {
+    super::engines::ort_library(target)?;
     if !target.is_host() && crate::fsutil::find_program("rustup").is_some() {
         let out = Command::new("rustup")
             .args(["target", "list", "--installed"])
@@ -77,7 +82,8 @@ pub fn cargo_build_dir() -> PathBuf {
 
 /// The cargo command that builds the runner for `target` from the sources under `root` (as
 /// [`embedded::materialise`] writes them: `runner/` and `schema/`), with profile `runner` or
-/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped).
+/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped), and the runner's `ort`
+/// feature when the target lists the `ort` engine (without it, the tract-only binary).
 pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
@@ -92,6 +98,9 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
             &target.triple,
         ])
         .env("CARGO_TARGET_DIR", cargo_build_dir());
+    if target.wants_ort() {
+        cmd.args(["--features", "ort"]);
+    }
     let upper = target.triple.to_uppercase().replace('-', "_");
     let lower = target.triple.replace('-', "_");
     if let Some(l) = &target.linker {
@@ -225,5 +234,26 @@ mod tests {
         assert!(args.iter().any(|a| a == "--locked"));
         assert!(!args.iter().any(|a| a == "-p"));
         assert_eq!(cmd.get_current_dir(), Some(root));
+        // tract only: the runner without the `ort` feature, the binary as it was before
+        // engines existed.
+        assert!(!args.iter().any(|a| a == "--features"));
+    }
+
+    #[test]
+    fn a_target_with_ort_builds_the_runner_with_its_ort_feature() {
+        let mut t = TargetSpec::resolve("aarch64").unwrap();
+        t.engines.push(super::super::BoardEngine::Ort);
+        let args: Vec<String> = cargo_command(&t, Path::new("."))
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let i = args.iter().position(|a| a == "--features").unwrap();
+        assert_eq!(args[i + 1], "ort");
+        let manifest = embedded::RUNNER_FILES
+            .iter()
+            .find(|(p, _)| *p == "runner/Cargo.toml")
+            .map(|(_, b)| String::from_utf8_lossy(b))
+            .unwrap();
+        assert!(manifest.contains("ort = [\"dep:ort\"]"), "{manifest}");
     }
 }

@@ -27,6 +27,10 @@ pub const RUNNER_FILES: &[EmbeddedFile] = &[
         include_bytes!("../../runner/src/main.rs"),
     ),
     (
+        "runner/src/ort_engine.rs",
+        include_bytes!("../../runner/src/ort_engine.rs"),
+    ),
+    (
         "schema/Cargo.toml",
         include_bytes!("../../schema/Cargo.toml"),
     ),
@@ -42,6 +46,10 @@ pub const TARGETS: &[(&str, &str)] = &[
     (
         "aarch64-musl",
         include_str!("../../targets/aarch64-musl.toml"),
+    ),
+    (
+        "aarch64-ort",
+        include_str!("../../targets/aarch64-ort.toml"),
     ),
     ("armv7", include_str!("../../targets/armv7.toml")),
     ("x86_64", include_str!("../../targets/x86_64.toml")),

@@ -3,6 +3,9 @@
 pub mod bundle;
 pub mod cross;
 pub mod embedded;
+pub mod engines;
+
+pub use engines::BoardEngine;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +83,11 @@ pub struct TargetSpec {
     /// Build the runner for speed (default) or size.
     #[serde(default)]
     pub optimize: Optimize,
+    /// Engines the runner runs every model with on the board: `["tract"]` (the default) or
+    /// `["tract", "ort"]`, which puts the ONNX Runtime library into the bundle
+    /// ([`engines::ort_library`]).
+    #[serde(default = "engines::default_engines")]
+    pub engines: Vec<BoardEngine>,
     /// Budgets.
     pub budget: LatencyBudget,
 }
@@ -176,12 +184,14 @@ mod tests {
     #[test]
     fn every_shipped_target_parses() {
         let names = TargetSpec::available();
-        for want in ["aarch64", "aarch64-musl", "armv7", "x86_64"] {
+        for want in ["aarch64", "aarch64-musl", "aarch64-ort", "armv7", "x86_64"] {
             assert!(names.iter().any(|n| n == want), "{names:?}");
             let t = TargetSpec::resolve(want).unwrap();
             assert_eq!(t.name, want);
         }
         assert!(TargetSpec::resolve("x86_64").unwrap().is_host());
+        assert!(TargetSpec::resolve("aarch64-ort").unwrap().wants_ort());
+        assert!(!TargetSpec::resolve("aarch64").unwrap().wants_ort());
         let armv7 = TargetSpec::resolve("armv7").unwrap();
         assert_eq!(
             armv7.env.get("TRACT_CPU_ARM32_NEON").map(String::as_str),

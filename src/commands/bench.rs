@@ -189,7 +189,7 @@ fn run_fleet(args: &BenchArgs, global: &GlobalArgs) -> Result<()> {
                 .map(|m| {
                     format!(
                         "{} {}",
-                        m.model,
+                        m.label(),
                         m.p50_ms.map_or("-".into(), |p| format!("{p:.3}"))
                     )
                 })
@@ -276,10 +276,15 @@ fn print_phases(r: &BenchReport) {
         });
         for p in &d.phases {
             t.row([
-                m.model.clone(),
+                m.label(),
                 p.batch.to_string(),
                 d.load_ms.map_or("?".into(), |v| format!("{v:.2}")),
-                format!("{:.2}", p.plan_ms),
+                // ONNX Runtime optimises while it loads and plans a shape in its first run.
+                if d.engine == distill_edge_schema::ORT {
+                    "in load".to_string()
+                } else {
+                    format!("{:.2}", p.plan_ms)
+                },
                 format!("{:.3}", p.first_run_ms),
                 format!("{} runs, {:.1} ms", p.warmup_runs, p.warmup_ms),
                 memory.clone(),
@@ -295,7 +300,7 @@ fn print_profiles(r: &BenchReport) {
         if let Some(s) = &m.device.state_reuse {
             println!(
                 "{}: batch-1 p50 {:.3} ms with one reused tract state, {:.3} ms with a fresh state per run",
-                m.model, s.reused.p50_ms, s.fresh.p50_ms
+                m.label(), s.reused.p50_ms, s.fresh.p50_ms
             );
         }
         let Some(p) = &m.device.profile else {
@@ -313,7 +318,7 @@ fn print_profiles(r: &BenchReport) {
         }
         println!(
             "{}: per-node profile at batch {} ({} runs, {:.3} ms/run in nodes; top {} of {} nodes):",
-            m.model,
+            m.label(),
             p.batch,
             p.runs,
             p.total_ms,
@@ -333,6 +338,7 @@ fn count(correct: Option<usize>, images: usize) -> String {
 pub fn print_human(r: &BenchReport) {
     let mut t = Table::new([
         "model",
+        "engine",
         "host top-1",
         "device top-1",
         "bit-identical",
@@ -342,6 +348,7 @@ pub fn print_human(r: &BenchReport) {
     for m in &r.models {
         t.row([
             m.model.clone(),
+            m.device.engine.clone(),
             count(m.host_correct, m.images),
             count(m.device_correct, m.images),
             if m.bit_identical { "yes" } else { "no" }.to_string(),
@@ -357,7 +364,7 @@ pub fn print_human(r: &BenchReport) {
             m.device
                 .latency
                 .iter()
-                .map(|s| (m.model.clone(), s.batch, LatencyStats::from(s)))
+                .map(|s| (m.label(), s.batch, LatencyStats::from(s)))
         })
         .collect();
     println!("{}", latency_table("model", &rows));

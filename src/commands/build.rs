@@ -206,6 +206,8 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
         anyhow::bail!("--model builds one bundle: give exactly one --target");
     };
     let target = resolve_target(target, args)?;
+    // A target asking for ONNX Runtime without its library fails here, in one line.
+    crate::board::engines::ort_library(&target)?;
     let info = ModelInfo::read(model)?;
     // All unsupported operators at once, before the (slow) cross build.
     let all_models: Vec<&Path> = std::iter::once(model).chain(args.int8.as_deref()).collect();

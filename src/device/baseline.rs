@@ -75,7 +75,7 @@ pub fn save(path: &Path, report: &BenchReport) -> Result<(), BaselineError> {
             .models
             .iter()
             .map(|m| SavedOutputs {
-                model: m.model.clone(),
+                model: m.label(),
                 logits: m.device_logits.clone(),
             })
             .collect(),
@@ -127,17 +127,17 @@ pub fn compare_with(
         let Some(new) = report
             .models
             .iter()
-            .find(|m| m.model == base.model)
+            .find(|m| m.label() == base.label())
             .cloned()
         else {
             report.check(
-                format!("{} vs baseline", base.model),
+                format!("{} vs baseline", base.label()),
                 Outcome::Failed,
                 "in the baseline but not in this bundle",
             );
             continue;
         };
-        let name = |what: &str| format!("{} {what} vs baseline", base.model);
+        let name = |what: &str| format!("{} {what} vs baseline", base.label());
         match (base.device_correct, new.device_correct) {
             (Some(b), Some(n)) => {
                 let pct = |c: usize, images: usize| 100.0 * c as f64 / images.max(1) as f64;
@@ -162,7 +162,7 @@ pub fn compare_with(
                 "unlabelled inputs: no accuracy",
             ),
         }
-        let saved = baseline.outputs.iter().find(|o| o.model == base.model);
+        let saved = baseline.outputs.iter().find(|o| o.model == base.label());
         match saved {
             Some(saved) if same_inputs && !new.device_logits.is_empty() => {
                 let tolerance = if base.model == "fp32" {

@@ -9,7 +9,9 @@ use super::{DeviceError, Transport};
 use crate::board::TargetSpec;
 use crate::board::bundle::manifest_digest_path;
 use crate::infer::parity::{Parity, Tolerance, compare};
-use distill_edge_schema::{MANIFEST, Manifest, ModelResult, RunnerResult, sha256_hex};
+use distill_edge_schema::{
+    HostReference, MANIFEST, Manifest, ModelResult, ORT, RunnerResult, TRACT, sha256_hex,
+};
 
 /// Errors running a bundle on a device.
 #[derive(Debug, thiserror::Error)]
@@ -327,6 +329,145 @@ fn read_f32(path: &Path) -> Result<Vec<f32>, BenchError> {
     Ok(f32_from_le(&bytes))
 }
 
+/// The engines the bundle's runner runs: tract, and ONNX Runtime when the bundle carries it.
+fn engines(manifest: &Manifest) -> Vec<&'static str> {
+    let mut out = vec![TRACT];
+    if manifest.ort_library.is_some() {
+        out.push(ORT);
+    }
+    out
+}
+
+impl ModelCheck {
+    /// The model and, for an engine other than tract, the engine: `fp32`, `fp32 ort`. Check
+    /// names, table rows and baselines use it, so tract's keep the names they had before
+    /// engines existed.
+    pub fn label(&self) -> String {
+        label(&self.model, &self.device.engine)
+    }
+}
+
+fn label(model: &str, engine: &str) -> String {
+    if engine == TRACT {
+        model.to_string()
+    } else {
+        format!("{model} {engine}")
+    }
+}
+
+/// Compares the device's result of `host.model` on `engine` with the host's tract reference,
+/// adding its checks and row to `report`. tract must match the host's top-1 exactly; another
+/// engine's kernels may turn a near tie the other way within the output tolerance, so its
+/// top-1 difference is a warning and its outputs' tolerance the check. Only tract's latency
+/// is held to the target's budget (the engine the bundle deploys); the other is reported.
+#[allow(clippy::too_many_arguments)]
+fn compare_model(
+    report: &mut BenchReport,
+    target: &TargetSpec,
+    bundle: &Path,
+    manifest: &Manifest,
+    result: &RunnerResult,
+    work: &Path,
+    host: &HostReference,
+    engine: &str,
+) -> Result<(), BenchError> {
+    let count = |c: Option<usize>| c.map_or_else(|| "n/a".to_string(), |c| c.to_string());
+    let name = label(&host.model, engine);
+    let Some(dev) = result
+        .models
+        .iter()
+        .find(|m| m.model == host.model && m.engine == engine)
+    else {
+        report.check(
+            format!("{name} ran"),
+            Outcome::Failed,
+            "the runner reported no result",
+        );
+        return Ok(());
+    };
+    let reference = read_reference(bundle, manifest, &host.outputs_file)?;
+    let device_logits = read_f32(&work.join(ModelResult::outputs_file_for(&host.model, engine)))?;
+    let tolerance = if host.model == "fp32" {
+        Tolerance::Approximate
+    } else {
+        Tolerance::Quantized
+    };
+    let parity = compare(&device_logits, &reference, tolerance);
+    let message = format!(
+        "device top-1 {}/{}, host {}/{}",
+        count(dev.correct),
+        dev.images,
+        count(host.correct),
+        host.images
+    );
+    if host.correct.is_none() {
+        report.check(
+            format!("{name} top-1 vs host"),
+            Outcome::Skipped,
+            "unlabelled inputs: no accuracy",
+        );
+    } else if dev.correct != host.correct {
+        report.check(
+            format!("{name} top-1 vs host"),
+            if engine == TRACT {
+                Outcome::Failed
+            } else {
+                Outcome::Warning
+            },
+            format!("{message}: they differ"),
+        );
+    } else {
+        report.check(format!("{name} top-1 vs host"), Outcome::Passed, message);
+    }
+    report.check(
+        format!("{name} outputs vs host"),
+        if parity.ok {
+            Outcome::Passed
+        } else {
+            Outcome::Failed
+        },
+        if parity.ok {
+            format!("max |diff| {:.2e}", parity.max_abs)
+        } else {
+            format!(
+                "outputs differ from the host: {}",
+                parity.problem.clone().unwrap_or_default()
+            )
+        },
+    );
+    let p50 = dev.latency.iter().find(|l| l.batch == 1).map(|l| l.p50_ms);
+    if let Some(p) = p50.filter(|_| engine == TRACT) {
+        let check = format!("{name} batch-1 p50 budget");
+        let figures = format!(
+            "{p:.3} ms against the {} budget of {} ms",
+            target.name, target.budget.latency_p50_ms
+        );
+        if report.emulated {
+            report.check(
+                check,
+                Outcome::Skipped,
+                format!("{figures}: not gated, {EMULATED}"),
+            );
+        } else if p > target.budget.latency_p50_ms {
+            report.check(check, Outcome::Failed, format!("{figures}: exceeded"));
+        } else {
+            report.check(check, Outcome::Passed, figures);
+        }
+    }
+    report.models.push(ModelCheck {
+        model: host.model.clone(),
+        host_correct: host.correct,
+        device_correct: dev.correct,
+        images: host.images,
+        bit_identical: dev.outputs_sha256 == host.outputs_sha256,
+        parity,
+        p50_ms: p50,
+        device: dev.clone(),
+        device_logits,
+    });
+    Ok(())
+}
+
 /// Uploads `bundle`, runs the runner through `transport`, downloads and compares. The bundle
 /// is refused before upload when it was built for another target or its manifest is not the
 /// one recorded at build time, and after the run when the runner read another manifest or did
@@ -390,8 +531,10 @@ pub fn run_bundle(
         let local = work.join("result.json");
         transport.download(&remote, "result.json", &local)?;
         for m in &manifest.models {
-            let f = format!("outputs-{}.bin", m.name);
-            transport.download(&remote, &f, &work.join(&f))?;
+            for engine in engines(&manifest) {
+                let f = ModelResult::outputs_file_for(&m.name, engine);
+                transport.download(&remote, &f, &work.join(&f))?;
+            }
         }
         let text = std::fs::read_to_string(&local).map_err(|e| BenchError::File {
             path: local.display().to_string(),
@@ -468,101 +611,18 @@ pub fn run_bundle(
             .map(|e| e.sha256.clone())
             .unwrap_or_default(),
     };
-    let count = |c: Option<usize>| c.map_or_else(|| "n/a".to_string(), |c| c.to_string());
     for host in &manifest.host {
-        let Some(dev) = result.models.iter().find(|m| m.model == host.model) else {
-            report.check(
-                format!("{} ran", host.model),
-                Outcome::Failed,
-                "the runner reported no result",
-            );
-            continue;
-        };
-        let reference = read_reference(bundle, &manifest, &host.outputs_file)?;
-        let device_logits = read_f32(&work.join(format!("outputs-{}.bin", host.model)))?;
-        let tolerance = if host.model == "fp32" {
-            Tolerance::Approximate
-        } else {
-            Tolerance::Quantized
-        };
-        let parity = compare(&device_logits, &reference, tolerance);
-        let message = format!(
-            "device top-1 {}/{}, host {}/{}",
-            count(dev.correct),
-            dev.images,
-            count(host.correct),
-            host.images
-        );
-        if dev.correct != host.correct {
-            report.check(
-                format!("{} top-1 vs host", host.model),
-                Outcome::Failed,
-                format!("{message}: they differ"),
-            );
-        } else if host.correct.is_none() {
-            report.check(
-                format!("{} top-1 vs host", host.model),
-                Outcome::Skipped,
-                "unlabelled inputs: no accuracy",
-            );
-        } else {
-            report.check(
-                format!("{} top-1 vs host", host.model),
-                Outcome::Passed,
-                message,
-            );
+        for engine in engines(&manifest) {
+            compare_model(&mut report, target, bundle, &manifest, &result, &work, host, engine)?;
         }
-        report.check(
-            format!("{} outputs vs host", host.model),
-            if parity.ok {
-                Outcome::Passed
-            } else {
-                Outcome::Failed
-            },
-            if parity.ok {
-                format!("max |diff| {:.2e}", parity.max_abs)
-            } else {
-                format!(
-                    "outputs differ from the host: {}",
-                    parity.problem.clone().unwrap_or_default()
-                )
-            },
-        );
-        let p50 = dev.latency.iter().find(|l| l.batch == 1).map(|l| l.p50_ms);
-        if let Some(p) = p50 {
-            let name = format!("{} batch-1 p50 budget", host.model);
-            let figures = format!(
-                "{p:.3} ms against the {} budget of {} ms",
-                target.name, target.budget.latency_p50_ms
-            );
-            if emulated {
-                report.check(
-                    name,
-                    Outcome::Skipped,
-                    format!("{figures}: not gated, {EMULATED}"),
-                );
-            } else if p > target.budget.latency_p50_ms {
-                report.check(name, Outcome::Failed, format!("{figures}: exceeded"));
-            } else {
-                report.check(name, Outcome::Passed, figures);
-            }
-        }
-        report.models.push(ModelCheck {
-            model: host.model.clone(),
-            host_correct: host.correct,
-            device_correct: dev.correct,
-            images: host.images,
-            bit_identical: dev.outputs_sha256 == host.outputs_sha256,
-            parity,
-            p50_ms: p50,
-            device: dev.clone(),
-            device_logits,
-        });
     }
-    let fp32_int8 = (
-        report.models.iter().find(|m| m.model == "fp32"),
-        report.models.iter().find(|m| m.model == "int8"),
-    );
+    let tract = |model: &str| {
+        report
+            .models
+            .iter()
+            .find(|m| m.model == model && m.device.engine == TRACT)
+    };
+    let fp32_int8 = (tract("fp32"), tract("int8"));
     if let (Some(f), Some(q)) = fp32_int8
         && let (Some(fc), Some(qc)) = (f.device_correct, q.device_correct)
     {

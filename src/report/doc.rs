@@ -159,7 +159,7 @@ pub(super) fn parity_failures(input: &ReportInput) -> (usize, Vec<String>) {
                 failed.push(format!(
                     "{} {}: max |diff| {}",
                     d.target,
-                    m.model,
+                    m.label(),
                     fmt::diff(m.parity.max_abs)
                 ));
             }
@@ -539,7 +539,7 @@ fn devices(devices: &[BenchReport], b: &mut Vec<Block>) {
                 None => Cell::plain("-"),
             };
             t.rows.push(vec![
-                Cell::plain(&m.model),
+                Cell::plain(m.label()),
                 Cell::plain(m.images.to_string()),
                 Cell::plain(of(m.host_correct)),
                 Cell::plain(of(m.device_correct)),
@@ -562,7 +562,7 @@ fn devices(devices: &[BenchReport], b: &mut Vec<Block>) {
         for m in &d.models {
             for l in &m.device.latency {
                 lt.rows.push(latency_row(
-                    &d.target, &m.model, l.batch, l.runs, l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms,
+                    &d.target, &m.label(), l.batch, l.runs, l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms,
                     l.max_ms,
                 ));
             }

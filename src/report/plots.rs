@@ -479,7 +479,7 @@ pub(super) fn latency_rows(input: &ReportInput) -> Vec<LatencyRow> {
             for l in &m.device.latency {
                 rows.push(LatencyRow {
                     source: d.target.clone(),
-                    model: m.model.clone(),
+                    model: m.label(),
                     batch: l.batch,
                     emulated: d.emulated,
                     min: l.min_ms,

@@ -102,7 +102,7 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
                 let p50 = m
                     .p50_ms
                     .map_or_else(String::new, |v| format!(", b1 p50 {} ms", fmt::ms(v)));
-                format!("{} {acc} {same}{p50}", m.model)
+                format!("{} {acc} {same}{p50}", m.label())
             })
             .collect();
         let emulated = if d.emulated {

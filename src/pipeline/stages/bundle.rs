@@ -30,6 +30,16 @@ pub fn stage_name(target: &TargetSpec) -> String {
     format!("bundle-{}", target.name)
 }
 
+/// SHA-256 of the ONNX Runtime library the bundle will carry (`None`: tract only), so that a
+/// new library means a new bundle.
+fn ort_library_digest(target: &TargetSpec) -> Result<Option<String>> {
+    crate::board::engines::ort_library(target)?
+        .map(|p| {
+            crate::fsutil::sha256_file(&p).with_context(|| format!("reading {}", p.display()))
+        })
+        .transpose()
+}
+
 impl Stage for Bundle {
     fn name(&self) -> String {
         stage_name(&self.target)
@@ -44,6 +54,7 @@ impl Stage for Bundle {
             .add("target", &self.target)?
             .add("section", &self.section)?
             .add("runner", &crate::board::embedded::runner_source_digest())?
+            .add("ort-library", &ort_library_digest(&self.target)?)?
             .done())
     }
 
