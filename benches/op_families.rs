@@ -17,6 +17,7 @@ use distill_edge::onnx::proto::{
     self, Dim, make_attr_int, make_attr_ints, make_node, make_tensor_f32, make_value_info, pb,
 };
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::plan::SimpleState;
 
 /// One family: its name, the input shape `[c, h, w]`, the nodes, initializers, output shape
 /// and multiply-accumulates per image.
@@ -31,7 +32,9 @@ struct Family {
 
 /// Deterministic values in `[-scale, scale]`.
 fn values(n: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             s = s
@@ -144,7 +147,11 @@ fn model(f: &Family) -> pb::ModelProto {
     // Flattened to `[batch, features]`, as classifier logits are: the host's checks and the
     // board's runner read any model's output that way (a copy at most, small next to the op).
     let mut nodes = f.nodes.clone();
-    let last = nodes.last().and_then(|n| n.output.first()).cloned().unwrap();
+    let last = nodes
+        .last()
+        .and_then(|n| n.output.first())
+        .cloned()
+        .unwrap();
     nodes.push(make_node(
         "Flatten",
         &[&last],
@@ -223,7 +230,9 @@ fn ort_time(_: &Path, _: [usize; 4], _: &[f32], _: usize) -> Option<(f64, f64)> 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if !args.iter().any(|a| a == "--bench") {
-        println!("op_families: skipped (run it with cargo bench --features ort --bench op_families)");
+        println!(
+            "op_families: skipped (run it with cargo bench --features ort --bench op_families)"
+        );
         return;
     }
     let runs: usize = args

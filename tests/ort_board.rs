@@ -160,7 +160,10 @@ fn a_missing_onnx_runtime_library_is_one_line_before_the_build() {
             "--out",
             "dist",
         ])
-        .env("ORT_DYLIB_PATH_AARCH64", p.join("no-such-libonnxruntime.so"))
+        .env(
+            "ORT_DYLIB_PATH_AARCH64",
+            p.join("no-such-libonnxruntime.so"),
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));

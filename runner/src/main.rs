@@ -20,7 +20,7 @@ type Plan = std::sync::Arc<TypedRunnableModel>;
 use distill_edge_schema::{
     BenchSettings, Environment, FORMAT, FileEntry, Latency, LatencyStats, MANIFEST, Manifest,
     Memory, ModelResult, OpTime, Phases, Profile, RunnerResult, SHARD_BATCH, Shard, StateReuse,
-    f32_le_bytes, sha256_hex,
+    TRACT, f32_le_bytes, sha256_hex,
 };
 use tract_onnx::tract_core::internal::{Cost, format_err};
 use tract_onnx::tract_core::plan::SimpleState;
@@ -357,6 +357,7 @@ fn run_model(
     memory.after_runs_kib = vm_hwm_kib();
     Ok(ModelResult {
         model: name.to_string(),
+        engine: TRACT.to_string(),
         correct,
         images: n,
         outputs_sha256: sha256_hex(&bytes),

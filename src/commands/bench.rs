@@ -300,7 +300,9 @@ fn print_profiles(r: &BenchReport) {
         if let Some(s) = &m.device.state_reuse {
             println!(
                 "{}: batch-1 p50 {:.3} ms with one reused tract state, {:.3} ms with a fresh state per run",
-                m.label(), s.reused.p50_ms, s.fresh.p50_ms
+                m.label(),
+                s.reused.p50_ms,
+                s.fresh.p50_ms
             );
         }
         let Some(p) = &m.device.profile else {

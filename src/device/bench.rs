@@ -613,7 +613,16 @@ pub fn run_bundle(
     };
     for host in &manifest.host {
         for engine in engines(&manifest) {
-            compare_model(&mut report, target, bundle, &manifest, &result, &work, host, engine)?;
+            compare_model(
+                &mut report,
+                target,
+                bundle,
+                &manifest,
+                &result,
+                &work,
+                host,
+                engine,
+            )?;
         }
     }
     let tract = |model: &str| {

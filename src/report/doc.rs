@@ -562,7 +562,14 @@ fn devices(devices: &[BenchReport], b: &mut Vec<Block>) {
         for m in &d.models {
             for l in &m.device.latency {
                 lt.rows.push(latency_row(
-                    &d.target, &m.label(), l.batch, l.runs, l.min_ms, l.p50_ms, l.p90_ms, l.p99_ms,
+                    &d.target,
+                    &m.label(),
+                    l.batch,
+                    l.runs,
+                    l.min_ms,
+                    l.p50_ms,
+                    l.p90_ms,
+                    l.p99_ms,
                     l.max_ms,
                 ));
             }

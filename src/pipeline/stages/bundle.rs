@@ -34,9 +34,7 @@ pub fn stage_name(target: &TargetSpec) -> String {
 /// new library means a new bundle.
 fn ort_library_digest(target: &TargetSpec) -> Result<Option<String>> {
     crate::board::engines::ort_library(target)?
-        .map(|p| {
-            crate::fsutil::sha256_file(&p).with_context(|| format!("reading {}", p.display()))
-        })
+        .map(|p| crate::fsutil::sha256_file(&p).with_context(|| format!("reading {}", p.display())))
         .transpose()
 }
 
