@@ -502,7 +502,13 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
             .map_err(|e| format!("{}: {e:#}", m.file))?,
         );
     }
-    models.extend(ort_models(&args.dir, &manifest, &shard, &bench, args.verify)?);
+    models.extend(ort_models(
+        &args.dir,
+        &manifest,
+        &shard,
+        &bench,
+        args.verify,
+    )?);
     Ok(RunnerResult {
         format: FORMAT,
         runner_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -125,7 +125,9 @@ fn run_model(
         .outputs()
         .get(logits_output)
         .map(|o| o.name().to_string())
-        .ok_or_else(|| format_err!("the model has no output #{logits_output} (the logits output)"))?;
+        .ok_or_else(|| {
+            format_err!("the model has no output #{logits_output} (the logits output)")
+        })?;
     let fixed = fixed_batch(&session);
     let [c, h, w] = shard.shape;
     let per = c * h * w;
@@ -156,7 +158,11 @@ fn run_model(
     let mut latency = Vec::new();
     let mut phases = Vec::new();
     // A fixed batch dimension allows that batch only.
-    for &b in bench.batches.iter().filter(|&&b| fixed.is_none_or(|f| f == b)) {
+    for &b in bench
+        .batches
+        .iter()
+        .filter(|&&b| fixed.is_none_or(|f| f == b))
+    {
         let data: Vec<f32> = shard.images.iter().copied().cycle().take(b * per).collect();
         let shape = [b, c, h, w];
         let t = Instant::now();

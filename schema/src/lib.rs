@@ -698,8 +698,14 @@ mod tests {
         .unwrap();
         assert_eq!(r.engine, TRACT);
         assert_eq!(ModelResult::default().engine, TRACT);
-        assert_eq!(ModelResult::outputs_file_for("fp32", TRACT), "outputs-fp32.bin");
-        assert_eq!(ModelResult::outputs_file_for("int8", ORT), "outputs-int8-ort.bin");
+        assert_eq!(
+            ModelResult::outputs_file_for("fp32", TRACT),
+            "outputs-fp32.bin"
+        );
+        assert_eq!(
+            ModelResult::outputs_file_for("int8", ORT),
+            "outputs-int8-ort.bin"
+        );
     }
 
     #[test]
