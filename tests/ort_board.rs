@@ -37,6 +37,7 @@ fn missing_cross_tool() -> Option<String> {
 }
 
 #[test]
+#[ignore = "ONNX Runtime 1.32 segfaults in its CPU detection under qemu-user 7.2 (it reads the x86 host's /sys); docs/BENCHMARKS.md"]
 fn onnx_runtime_on_aarch64_under_qemu_matches_the_host() {
     if let Some(tool) = missing_cross_tool() {
         distill_edge::testing::missing_tool(&tool, "scripts/setup.sh installs it");
