@@ -61,10 +61,11 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let target = target_dir();
-    // The binary's own cache (XDG_CACHE_HOME), not the user's: its `sources/` holds the runner's
-    // sources as the binary writes them out. Kept under the build directory so that the next
-    // run finds the same paths and cargo does not rebuild (and re-link) the runner.
-    let cache = target.join("install-test-cache");
+    // The user's cache, as for every other test that builds a bundle: the binary writes the
+    // runner's sources to `<cache>/sources/<digest>/`, the same path for every binary that
+    // embeds the same sources, so this test and the other qemu tests share one cross build of
+    // the runner (a second source path would mean a second cold, fat-LTO build).
+    let cache = distill_edge::board::embedded::cache_root().expect("HOME or XDG_CACHE_HOME");
 
     let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -88,7 +89,6 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
         let mut cmd = Command::new(&bin);
         cmd.current_dir(&work)
             .args(args)
-            .env("XDG_CACHE_HOME", &cache)
             .env("CARGO_TARGET_DIR", &target);
         let out = cmd.output().expect("spawn the installed distill-edge");
         check(&format!("distill-edge {}", args.join(" ")), &out);
@@ -142,7 +142,7 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
     for f in ["manifest.json", "distill-edge-runner"] {
         assert!(bundle.join(f).is_file(), "{f} missing from the bundle");
     }
-    let sources = cache.join("distill-edge/sources");
+    let sources = cache.join("sources");
     assert!(
         std::fs::read_dir(&sources).unwrap().any(|e| e
             .unwrap()

@@ -12,6 +12,7 @@ use crate::config::quant::{
 };
 use crate::config::{ConfigError, TrainSettings};
 use crate::data::DataSource;
+use crate::data::split::ValidationSplit;
 
 /// A network trained with cross-entropy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -273,6 +274,10 @@ pub struct PipelineConfig {
     /// Bundles for targets.
     #[serde(default)]
     pub targets: TargetsSection,
+    /// Images held out of the training split for every training stage; each trained network
+    /// is then evaluated on them as well as on the test split.
+    #[serde(default)]
+    pub validation: Option<ValidationSplit>,
 }
 
 /// Deep-merges `over` into `base` (tables merge key by key; other values replace).

@@ -68,6 +68,16 @@ pub fn report_input(
                 k: ret.map_or(100, |r| r[0].k),
                 onnx_bytes: (s.stage == "student").then_some(onnx_bytes).flatten(),
                 train_seconds: eval.train_seconds,
+                validation_accuracy: eval
+                    .validation
+                    .as_ref()
+                    .filter(|_| eval.classifies)
+                    .map(|v| v.accuracy),
+                validation_map_cosine: eval
+                    .validation
+                    .as_ref()
+                    .and_then(|v| v.retrieval.as_ref())
+                    .map(|r| r[0].map),
             });
             if let Ok(c) = Checkpoint::read(&s.dir.join(MODEL_FILE)) {
                 curves.push(Curve {

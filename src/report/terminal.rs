@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::ReportInput;
-use super::doc::{UNTRAINED, host_model, parity_failures, stage_counts};
+use super::doc::{UNTRAINED, host_model, method_vs_alone, parity_failures, stage_counts};
 use super::fmt;
 use crate::table::Table;
 
@@ -59,6 +59,9 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
                 "  ... and {} more in the report",
                 input.models.len() - MAX_MODELS
             ));
+        }
+        if let Some(v) = method_vs_alone(&input.models) {
+            line(v);
         }
     }
     if !input.host_checks.is_empty() {

@@ -8,6 +8,7 @@ use anyhow::Result;
 use super::training::{TrainJob, distill_stage, train_stage, write_eval};
 use crate::config::{DistillConfig, TrainSettings};
 use crate::data::DataSource;
+use crate::data::split::ValidationSplit;
 use crate::pipeline::config::AuxiliarySection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
@@ -26,6 +27,8 @@ pub struct AuxiliaryBaseline {
     pub model: String,
     /// `[auxiliary.baseline]`.
     pub schedule: TrainSettings,
+    /// Images held out of training.
+    pub validation: Option<ValidationSplit>,
 }
 
 impl Stage for AuxiliaryBaseline {
@@ -43,6 +46,7 @@ impl Stage for AuxiliaryBaseline {
             .add("seed", &self.seed)?
             .add("model", &self.model)?
             .add("train", &self.schedule)?
+            .add_some("validation", &self.validation)?
             .done())
     }
 
@@ -60,7 +64,7 @@ impl Stage for AuxiliaryBaseline {
             dataset: self.data.name(),
         };
         train_stage(dir, &job, &splits, reporter)?;
-        write_eval(dir, &splits, true, self.schedule.eval_batch_size, reporter)
+        write_eval(dir, ctx, true, self.schedule.eval_batch_size, reporter)
     }
 }
 
@@ -76,6 +80,8 @@ pub struct Auxiliary {
     pub section: AuxiliarySection,
     /// Starts from [`AuxiliaryBaseline`]'s network.
     pub from_baseline: bool,
+    /// Images held out of training.
+    pub validation: Option<ValidationSplit>,
 }
 
 impl Stage for Auxiliary {
@@ -95,6 +101,7 @@ impl Stage for Auxiliary {
         Ok(Inputs::default()
             .add("seed", &self.seed)?
             .add("section", &self.section)?
+            .add_some("validation", &self.validation)?
             .done())
     }
 
@@ -116,14 +123,14 @@ impl Stage for Auxiliary {
                 .then(|| ctx.dir(BASELINE).join(MODEL_FILE)),
             train: a.train.clone(),
             distill: a.distill.clone(),
-            validation: None,
+            validation: self.validation.clone(),
             teacher_onnx: None,
             variants: Default::default(),
         };
         distill_stage(&dc, dir, &splits, reporter)?;
         write_eval(
             dir,
-            &splits,
+            ctx,
             a.distill.weights().trains_head(),
             a.train.eval_batch_size,
             reporter,

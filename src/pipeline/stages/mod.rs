@@ -27,6 +27,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
         data: config.data.clone(),
         seed: config.seed,
         section: config.teacher.clone(),
+        validation: config.validation.clone(),
     })];
     let mut source = "teacher";
     if let Some(a) = &config.auxiliary {
@@ -38,6 +39,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
                 seed: config.seed,
                 model: a.model.clone(),
                 schedule: schedule.clone(),
+                validation: config.validation.clone(),
             }));
         }
         stages.push(Box::new(auxiliary::Auxiliary {
@@ -46,6 +48,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             seed: config.seed,
             section: a.clone(),
             from_baseline: baseline.is_some(),
+            validation: config.validation.clone(),
         }));
         source = "auxiliary";
     }
@@ -61,7 +64,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             init: None,
             train: config.student.train.clone(),
             distill: config.student.distill.clone(),
-            validation: None,
+            validation: config.validation.clone(),
             teacher_onnx: None,
             variants: Default::default(),
         },

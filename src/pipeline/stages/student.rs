@@ -38,6 +38,7 @@ impl Stage for Student {
             .add("student", &c.student)?
             .add("train", &c.train)?
             .add("distill", &c.distill)?
+            .add_some("validation", &c.validation)?
             .done())
     }
 
@@ -52,7 +53,7 @@ impl Stage for Student {
         distill_stage(&dc, dir, &splits, reporter)?;
         write_eval(
             dir,
-            &splits,
+            ctx,
             dc.distill.weights().trains_head(),
             dc.train.eval_batch_size,
             reporter,

@@ -6,6 +6,7 @@ use anyhow::Result;
 
 use super::training::{TrainJob, train_stage, write_eval};
 use crate::data::DataSource;
+use crate::data::split::ValidationSplit;
 use crate::pipeline::config::TeacherSection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
@@ -18,6 +19,8 @@ pub struct Teacher {
     pub seed: u64,
     /// `[teacher]`.
     pub section: TeacherSection,
+    /// Images held out of training.
+    pub validation: Option<ValidationSplit>,
 }
 
 impl Stage for Teacher {
@@ -34,6 +37,7 @@ impl Stage for Teacher {
             .add("data", &self.data)?
             .add("seed", &self.seed)?
             .add("section", &self.section)?
+            .add_some("validation", &self.validation)?
             .done())
     }
 
@@ -51,12 +55,6 @@ impl Stage for Teacher {
             dataset: self.data.name(),
         };
         train_stage(dir, &job, &splits, reporter)?;
-        write_eval(
-            dir,
-            &splits,
-            true,
-            self.section.train.eval_batch_size,
-            reporter,
-        )
+        write_eval(dir, ctx, true, self.section.train.eval_batch_size, reporter)
     }
 }
