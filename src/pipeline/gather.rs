@@ -83,6 +83,11 @@ pub fn report_input(
                 curves.push(Curve {
                     stage: s.stage.clone(),
                     epochs: c.header.history,
+                    evaluated_on: if config.validation.is_some() {
+                        "validation".into()
+                    } else {
+                        "test".into()
+                    },
                 });
             }
         }

@@ -152,6 +152,14 @@ impl Context {
         Ok(self.loaded()?.training)
     }
 
+    /// What a training stage trains on: the training images, and the images its per-epoch
+    /// figures are measured on: the validation images when the config holds some out (so the
+    /// test split is looked at only by the final evaluation), else the test split.
+    pub fn training_splits(&self) -> Result<Rc<Splits>> {
+        let l = self.loaded()?;
+        Ok(l.validation.unwrap_or(l.training))
+    }
+
     /// With a `[validation]` split: the training images and the validation images as the
     /// evaluation split (retrieval's database is the training images without them).
     pub fn validation_splits(&self) -> Result<Option<Rc<Splits>>> {

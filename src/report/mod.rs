@@ -116,6 +116,14 @@ pub struct Curve {
     pub stage: String,
     /// Epochs in training order.
     pub epochs: Vec<crate::train::EpochRecord>,
+    /// The split the per-epoch figures were measured on: `test`, or `validation` when the
+    /// build holds validation images out.
+    #[serde(default = "test_split")]
+    pub evaluated_on: String,
+}
+
+fn test_split() -> String {
+    "test".into()
 }
 
 /// The files [`write_report`] wrote.

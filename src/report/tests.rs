@@ -241,10 +241,12 @@ fn input() -> ReportInput {
             Curve {
                 stage: "teacher".into(),
                 epochs: teacher,
+                evaluated_on: "test".into(),
             },
             Curve {
                 stage: "student-indistill".into(),
                 epochs: indistill,
+                evaluated_on: "validation".into(),
             },
         ],
         host_checks: vec![
@@ -332,6 +334,12 @@ fn writes_markdown_html_and_plots() {
             "latency.svg"
         ]
     );
+
+    // The per-epoch figures are named after the split they were measured on.
+    let teacher_svg = read(&tmp.path().join("plots/curve-teacher.svg"));
+    let student_svg = read(&tmp.path().join("plots/curve-student-indistill.svg"));
+    assert!(teacher_svg.contains("test top-1") && !teacher_svg.contains("validation top-1"));
+    assert!(student_svg.contains("validation top-1") && !student_svg.contains("test top-1"));
 
     let md = read(&files.markdown);
     for heading in [
@@ -457,6 +465,7 @@ fn empty_input_still_makes_a_report() {
         curves: vec![Curve {
             stage: "nothing".into(),
             epochs: vec![],
+            evaluated_on: "test".into(),
         }],
         host_checks: vec![],
         host_check_models: vec![],

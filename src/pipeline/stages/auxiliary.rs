@@ -55,7 +55,7 @@ impl Stage for AuxiliaryBaseline {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let job = TrainJob {
             model: &self.model,
             settings: &self.schedule,
@@ -110,7 +110,7 @@ impl Stage for Auxiliary {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let a = &self.section;
         let dc = DistillConfig {
             name: format!("{}-auxiliary", self.run),

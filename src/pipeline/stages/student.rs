@@ -47,7 +47,7 @@ impl Stage for Student {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let mut dc = self.config.clone();
         dc.teacher = Some(ctx.dir(&self.source).join(MODEL_FILE));
         distill_stage(&dc, dir, &splits, reporter)?;

@@ -46,7 +46,7 @@ impl Stage for Teacher {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let job = TrainJob {
             model: &self.section.model,
             settings: &self.section.train,
