@@ -426,7 +426,24 @@ mod tests {
             );
             assert!(s.distill.reset_optimizer_each_epoch);
             assert_eq!(s.baselines_train.as_ref().unwrap().total_epochs(), 80);
+            assert!(
+                r.validation.is_some(),
+                "{file}: choices are made on validation"
+            );
         }
+        // The quick profile: the student alone gets as many epochs as InDistill's curriculum
+        // and main phase together, and both are judged on held-out images too.
+        let (q, _) = PipelineConfig::load(&shipped("fashion-mnist.toml"), None).unwrap();
+        let curriculum: usize = q.student.distill.curriculum.iter().sum();
+        assert_eq!(
+            q.student.baselines_train.as_ref().unwrap().total_epochs(),
+            q.student.train.total_epochs() + curriculum
+        );
+        assert!(q.validation.is_some());
+        let (r, _) =
+            PipelineConfig::load(&shipped("fashion-mnist.toml"), Some("reference")).unwrap();
+        assert_eq!(r.teacher.model, "cnn32-large");
+        assert_eq!(r.auxiliary.as_ref().unwrap().model, "cnn32");
     }
 
     #[test]
