@@ -150,8 +150,12 @@ fn main() {
         return;
     }
     let threads = arg(&args, "--threads").and_then(|v| v.parse().ok());
-    let batch: usize = arg(&args, "--batch").and_then(|v| v.parse().ok()).unwrap_or(128);
-    let reps: usize = arg(&args, "--reps").and_then(|v| v.parse().ok()).unwrap_or(7);
+    let batch: usize = arg(&args, "--batch")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let reps: usize = arg(&args, "--reps")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let only: Option<Vec<&str>> = arg(&args, "--models").map(|m| m.split(',').collect());
     distill_edge::runtime::init_threads(threads);
     let device = distill_edge::runtime::cpu_autodiff();
@@ -224,9 +228,13 @@ fn main() {
                     |t| dw.forward(t),
                 );
                 if let Some(bn) = &b.depthwise_bn {
-                    h = p.op("batch-norm", &format!("blocks.{i}.depthwise_bn"), h, true, |t| {
-                        bn.forward(t)
-                    });
+                    h = p.op(
+                        "batch-norm",
+                        &format!("blocks.{i}.depthwise_bn"),
+                        h,
+                        true,
+                        |t| bn.forward(t),
+                    );
                 }
                 h = p.op("relu", &format!("blocks.{i}.relu0"), h, true, relu);
             }
@@ -255,13 +263,9 @@ fn main() {
         }
         let mut f: Tensor<2> = p.op("reshape", "flatten", h, true, |t| t.flatten(1, 3));
         for (i, l) in net.hidden.iter().enumerate() {
-            f = p.param_op(
-                ("linear", "linear"),
-                &format!("hidden.{i}"),
-                f,
-                true,
-                |t| l.forward(t),
-            );
+            f = p.param_op(("linear", "linear"), &format!("hidden.{i}"), f, true, |t| {
+                l.forward(t)
+            });
             f = p.op("relu", &format!("hidden.{i}.relu"), f, true, relu);
         }
         let logits = p.param_op(("linear", "linear"), "head", f, true, |t| {
@@ -291,9 +295,10 @@ fn main() {
             let t4 = Instant::now();
             if rep >= 2 {
                 let d = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
-                for (v, x) in phases
-                    .iter_mut()
-                    .zip([d(t0, t1), d(t1, t2), d(t2, t3), d(t3, t4), d(t0, t4)])
+                for (v, x) in
+                    phases
+                        .iter_mut()
+                        .zip([d(t0, t1), d(t1, t2), d(t2, t3), d(t3, t4), d(t0, t4)])
                 {
                     v.push(x);
                 }
