@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use burn::nn::BatchNorm;
 use burn::nn::loss::CrossEntropyLoss;
 use burn::optim::GradientsParams;
 use burn::tensor::activation::relu;
@@ -25,7 +26,7 @@ use distill_edge::config::AdamSettings;
 use distill_edge::data::prep::Normalization;
 use distill_edge::data::{Dataset, ImageShape};
 use distill_edge::model::infer::batch_tensors;
-use distill_edge::model::{ConvNet, ModelSpec};
+use distill_edge::model::{ConvNet, ModelSpec, batch_norm};
 use distill_edge::train::epoch::adam;
 
 fn arg<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -122,6 +123,18 @@ impl Profiler {
         let (fwd, bwd, dims) = self.time(&x, input_grad, &op);
         self.record(category, layer, fwd, bwd, &dims);
         op(x.detach())
+    }
+
+    /// Batch norm twice: burn's own (`batch-norm burn`) and the fused kernels
+    /// (`batch-norm fused`, what training uses); only the fused one counts in the step.
+    fn batch_norm(&mut self, layer: &str, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+        let (fwd, bwd, dims) = self.time(&x, true, &|t| {
+            batch_norm::with_burn_batch_norm(|| bn.forward(t))
+        });
+        self.record("batch-norm burn (not in step)", layer, fwd, bwd, &dims);
+        self.op("batch-norm fused", layer, x, true, |t| {
+            batch_norm::forward(bn, t)
+        })
     }
 
     /// A layer with parameters: the weight gradients and the input gradient apart.
@@ -228,13 +241,7 @@ fn main() {
                     |t| dw.forward(t),
                 );
                 if let Some(bn) = &b.depthwise_bn {
-                    h = p.op(
-                        "batch-norm",
-                        &format!("blocks.{i}.depthwise_bn"),
-                        h,
-                        true,
-                        |t| bn.forward(t),
-                    );
+                    h = p.batch_norm(&format!("blocks.{i}.depthwise_bn"), bn, h);
                 }
                 h = p.op("relu", &format!("blocks.{i}.relu0"), h, true, relu);
             }
@@ -247,9 +254,7 @@ fn main() {
                 |t| b.conv.forward(t),
             );
             if let Some(bn) = &b.bn {
-                h = p.op("batch-norm", &format!("blocks.{i}.bn"), h, true, |t| {
-                    bn.forward(t)
-                });
+                h = p.batch_norm(&format!("blocks.{i}.bn"), bn, h);
             }
             h = p.op("relu", &format!("blocks.{i}.relu"), h, true, relu);
             if let Some(pool) = &b.pool {
@@ -314,7 +319,12 @@ fn main() {
                 "step_ms": step,
             })
         );
-        let ops: f64 = p.totals.values().map(|(f, b)| f + b).sum();
+        let ops: f64 = p
+            .totals
+            .iter()
+            .filter(|(c, _)| !c.contains("not in step"))
+            .map(|(_, (f, b))| f + b)
+            .sum();
         eprintln!(
             "{model} {input}: step {step:.1} ms (data {data:.1}, forward {forward:.1}, \
              backward {backward:.1}, optimizer {optimizer:.1}); ops timed one by one {ops:.1} ms"
