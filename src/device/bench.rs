@@ -585,7 +585,7 @@ pub fn run_bundle(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+    use crate::board::bundle::{BundleInputs, ModelFeed, make_shard, prepare_models, write_bundle};
     use crate::data::prep::Normalization;
     use crate::model::{ConvNet, ModelSpec};
     use crate::onnx::export::{ExportOptions, export_model};
@@ -637,12 +637,14 @@ pub(crate) mod tests {
         std::fs::write(&onnx, crate::onnx::proto::encode(&model)).unwrap();
         let shard = make_shard(&splits.test, &norm, 40);
         let bundle = dir.join("bundle");
+        let models =
+            prepare_models(&[("fp32".into(), onnx)], &shard, &ModelFeed::default()).unwrap();
         write_bundle(
             &bundle,
             &BundleInputs {
                 target,
                 runner,
-                models: vec![("fp32".into(), onnx)],
+                models: &models,
                 shard: &shard,
                 bench: BenchSettings {
                     batches: vec![1],
