@@ -89,10 +89,81 @@ fn expressible(nnef: &Nnef, node: &TypedNode) -> bool {
     })
 }
 
+/// Rewrites tract-core's per-tensor `QuantizeLinearU8`/`I8` and `DequantizeLinearF32` (what
+/// tract-onnx makes of ONNX `QuantizeLinear`/`DequantizeLinear`), which tract-nnef 0.23 has no
+/// writer for, into the element-wise operators it writes, computing the same values:
+/// quantize `clamp(round_half_even(x * (1/scale)) + zero_point, lo, hi)` then a cast
+/// (tract's `quantize_linear_f32_u8`), dequantize `(cast_f32(x) - zero_point) * scale` (the
+/// integer difference is exact in f32 for 8-bit inputs). Returns how many nodes it rewrote.
+fn expand_quantize_ops(model: &mut TypedModel) -> TractResult<usize> {
+    use tract_nnef::tract_core::ops::cast::cast;
+    use tract_nnef::tract_core::ops::math::{add, max, min, mul, round_half_to_even, sub};
+    use tract_nnef::tract_core::ops::quant::{
+        DequantizeLinearF32, QuantizeLinearI8, QuantizeLinearU8,
+    };
+    let mut rewritten = 0;
+    for id in 0..model.nodes().len() {
+        let node = model.node(id).clone();
+        let quantize = node.op_as::<ElementWiseOp>().and_then(|ew| {
+            if let Some(q) = ew.0.downcast_ref::<QuantizeLinearU8>() {
+                Some((q.scale, q.zero_point as f32, (0.0, 255.0), u8::datum_type()))
+            } else {
+                ew.0.downcast_ref::<QuantizeLinearI8>().map(|q| {
+                    (q.scale, q.zero_point as f32, (-128.0, 127.0), i8::datum_type())
+                })
+            }
+        });
+        let dequantize = node.op_as::<DequantizeLinearF32>().cloned();
+        if quantize.is_none() && dequantize.is_none() {
+            continue;
+        }
+        let rank = model.outlet_fact(node.inputs[0])?.rank();
+        let mut patch = TypedModelPatch::new(format!("expand {}", node.name));
+        let x = patch.tap_model(model, node.inputs[0])?;
+        let name = &node.name;
+        let scalar = |patch: &mut TypedModelPatch, what: &str, v: f32| {
+            patch.add_const(
+                format!("{name}.{what}"),
+                tensor0(v).broadcast_into_rank(rank)?,
+            )
+        };
+        let out = if let Some((scale, zero_point, (lo, hi), dt)) = quantize {
+            let scale = scalar(&mut patch, "inv_scale", scale)?;
+            let zero_point = scalar(&mut patch, "zero_point", zero_point)?;
+            let lo = scalar(&mut patch, "lo", lo)?;
+            let hi = scalar(&mut patch, "hi", hi)?;
+            let mut w = patch.wire_node(format!("{name}.mul"), mul(), &[x, scale])?;
+            w = patch.wire_node(format!("{name}.round"), round_half_to_even(), &w)?;
+            w = patch.wire_node(format!("{name}.add"), add(), &[w[0], zero_point])?;
+            w = patch.wire_node(format!("{name}.max"), max(), &[w[0], lo])?;
+            w = patch.wire_node(format!("{name}.min"), min(), &[w[0], hi])?;
+            patch.wire_node(format!("{name}.cast"), cast(dt), &w)?
+        } else {
+            let d = dequantize.expect("checked above");
+            let zero_point = scalar(&mut patch, "zero_point", d.zero_point as f32)?;
+            let scale = scalar(&mut patch, "scale", d.scale)?;
+            let w = patch.wire_node(format!("{name}.cast"), cast(f32::datum_type()), &[x])?;
+            let w = patch.wire_node(format!("{name}.sub"), sub(), &[w[0], zero_point])?;
+            patch.wire_node(format!("{name}.mul"), mul(), &[w[0], scale])?
+        };
+        patch.shunt_outside(model, OutletId::new(id, 0), out[0])?;
+        patch.apply(model)?;
+        rewritten += 1;
+    }
+    if rewritten > 0 {
+        model.compact()?;
+    }
+    Ok(rewritten)
+}
+
 /// Converts the ONNX model `engine` holds (loaded from `path`) to a tract NNEF archive (an
 /// uncompressed tar, as the runner reads it), batch dimension symbolic.
 pub fn to_nnef(engine: &TractEngine, path: &str) -> Result<Vec<u8>, NnefError> {
-    let typed = engine.symbolic_batch_model(BATCH_SYMBOL)?;
+    let mut typed = engine.symbolic_batch_model(BATCH_SYMBOL)?;
+    expand_quantize_ops(&mut typed).map_err(|e| NnefError::Convert {
+        path: path.to_string(),
+        message: format!("expanding the quantize operators: {e:#}").replace('\n', " "),
+    })?;
     let nnef = tract_nnef::nnef();
     let nodes: Vec<String> = typed
         .nodes()
@@ -111,6 +182,31 @@ pub fn to_nnef(engine: &TractEngine, path: &str) -> Result<Vec<u8>, NnefError> {
             path: path.to_string(),
             message: format!("{e:#}").replace('\n', " "),
         })
+}
+
+/// The bytes of tensor data in an NNEF tar (the `.dat` entries less their 128-byte
+/// headers): the weights of the model, as [`crate::hostcheck::weight_bytes`] counts an ONNX
+/// model's initializers. `None` when `bytes` is not a well-formed tar.
+pub fn weight_bytes(bytes: &[u8]) -> Option<u64> {
+    const BLOCK: usize = 512;
+    const DAT_HEADER: u64 = 128;
+    let mut total = 0u64;
+    let mut at = 0usize;
+    while at + BLOCK <= bytes.len() {
+        let header = &bytes[at..at + BLOCK];
+        if header.iter().all(|&b| b == 0) {
+            return Some(total);
+        }
+        let name = String::from_utf8_lossy(&header[..100]);
+        let name = name.trim_end_matches('\0');
+        let size_field = String::from_utf8_lossy(&header[124..136]);
+        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
+        if name.ends_with(".dat") {
+            total += size.saturating_sub(DAT_HEADER);
+        }
+        at += BLOCK + (size as usize).div_ceil(BLOCK) * BLOCK;
+    }
+    None
 }
 
 /// An NNEF archive loaded the way the runner loads it (tract-nnef, tract-core operators).
@@ -269,6 +365,9 @@ mod tests {
             convert_checked(&engine, "tiny.onnx", "abc", &shard, 0, &reference).unwrap();
         // A plain tar (the runner is built without gzip support).
         assert_eq!(&bytes[257..262], b"ustar");
+        // Its tensors hold the ONNX model's weights: conv 2x1x3x3 + 2, fc 8x3 + 3 (f32).
+        assert_eq!(weight_bytes(&bytes), Some((18 + 2 + 24 + 3) * 4));
+        assert_eq!(weight_bytes(b"not a tar"), None);
         assert_eq!(check.images, 21);
         assert!(check.max_abs_diff <= 1e-4, "{check:?}");
         // The batch stays symbolic: one archive for every batch size.
@@ -284,6 +383,37 @@ mod tests {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(check.bit_identical, bits(&logits) == bits(&reference));
         assert!(check.bit_identical, "max |diff| {}", check.max_abs_diff);
+    }
+
+    /// The operator-form int8 model (QLinearConv, MatMulInteger) is expressible too: tract
+    /// lowers both to tract-core's quantized operators, which NNEF writes, and the
+    /// QuantizeLinear / DequantizeLinear at the edges are expanded (`expand_quantize_ops`).
+    #[test]
+    fn the_int8_operator_form_converts_with_the_same_outputs() {
+        let model = tiny_cnn();
+        let ranges = crate::onnx::qdq::Ranges::from([
+            ("x".into(), (-2.0, 3.0)),
+            ("conv_out".into(), (-1.0, 2.0)),
+            ("relu_out".into(), (0.0, 2.0)),
+            ("flat".into(), (0.0, 2.0)),
+        ]);
+        // All int8 (QuantizeLinear in front), then each layer kept float (DequantizeLinear
+        // before it).
+        for keep in [&[][..], &["fc"][..], &["conv"][..]] {
+            let mut model = model.clone();
+            let keep = keep.iter().map(|k| k.to_string()).collect();
+            crate::onnx::qop::quantize_qop(&mut model, &ranges, true, &keep).unwrap();
+            let ops = proto::op_types(&model);
+            assert!(ops.iter().any(|o| o == "QuantizeLinear"), "{ops:?}");
+            let engine = engine_of(&model);
+            let shard = shard(21);
+            let reference = crate::board::bundle::shard_logits(&engine, &shard).unwrap();
+            let (_, check) =
+                convert_checked(&engine, "int8.onnx", "abc", &shard, 0, &reference).unwrap();
+            assert!(check.max_abs_diff <= 1e-4, "{keep:?}: {check:?}");
+            // The expansion computes tract's quantize and dequantize exactly.
+            assert!(check.bit_identical, "{keep:?}: {check:?}");
+        }
     }
 
     #[test]
