@@ -233,8 +233,7 @@ fn a_full_build_ends_with_the_aarch64_bundle_validated_under_qemu() {
     // The slim bundle: every model (fp32 and int8) as tract NNEF, checked on the host against
     // its ONNX model, run by the runner built with the NNEF engine alone.
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(p.join("runs/pipe/bundle-aarch64/bundle/manifest.json"))
-            .unwrap(),
+        &std::fs::read_to_string(p.join("runs/pipe/bundle-aarch64/bundle/manifest.json")).unwrap(),
     )
     .unwrap();
     assert!(manifest.get("onnx_fallback").is_none(), "{manifest}");
@@ -242,7 +241,10 @@ fn a_full_build_ends_with_the_aarch64_bundle_validated_under_qemu() {
     assert!(models.iter().any(|m| m["name"] == "int8"), "{manifest}");
     for m in models {
         assert_eq!(m["format"], "nnef", "{m}");
-        assert!(m["nnef_check"]["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{m}");
+        assert!(
+            m["nnef_check"]["max_abs_diff"].as_f64().unwrap() <= 1e-4,
+            "{m}"
+        );
     }
     for m in device["models"].as_array().unwrap() {
         eprintln!(

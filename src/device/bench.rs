@@ -9,9 +9,7 @@ use super::{DeviceError, Transport};
 use crate::board::TargetSpec;
 use crate::board::bundle::manifest_digest_path;
 use crate::infer::parity::{Parity, Tolerance, compare};
-use distill_edge_schema::{
-    MANIFEST, Manifest, ModelFormat, ModelResult, RunnerResult, sha256_hex,
-};
+use distill_edge_schema::{MANIFEST, Manifest, ModelFormat, ModelResult, RunnerResult, sha256_hex};
 
 /// Errors running a bundle on a device.
 #[derive(Debug, thiserror::Error)]
@@ -912,7 +910,10 @@ pub(crate) mod tests {
         );
         let (code, stderr) = run_runner(&bundle, &["--no-verify"]);
         assert_eq!(code, Some(1), "{stderr}");
-        assert!(stderr.contains(&format!("{MODEL_FILE}: not listed")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{MODEL_FILE}: not listed")),
+            "{stderr}"
+        );
     }
 
     #[test]

@@ -109,7 +109,12 @@ fn expand_quantize_ops(model: &mut TypedModel) -> TractResult<usize> {
                 Some((q.scale, q.zero_point as f32, (0.0, 255.0), u8::datum_type()))
             } else {
                 ew.0.downcast_ref::<QuantizeLinearI8>().map(|q| {
-                    (q.scale, q.zero_point as f32, (-128.0, 127.0), i8::datum_type())
+                    (
+                        q.scale,
+                        q.zero_point as f32,
+                        (-128.0, 127.0),
+                        i8::datum_type(),
+                    )
                 })
             }
         });
@@ -185,8 +190,9 @@ pub fn to_nnef(engine: &TractEngine, path: &str) -> Result<Vec<u8>, NnefError> {
 }
 
 /// The bytes of tensor data in an NNEF tar (the `.dat` entries less their 128-byte
-/// headers): the weights of the model, as [`crate::hostcheck::weight_bytes`] counts an ONNX
-/// model's initializers. `None` when `bytes` is not a well-formed tar.
+/// headers): the model's weights, as [`crate::hostcheck::weight_bytes`] counts an ONNX
+/// model's initializers, except the small constants tract writes inline in `graph.nnef`
+/// (e.g. short bias vectors). `None` when `bytes` is not a well-formed tar.
 pub fn weight_bytes(bytes: &[u8]) -> Option<u64> {
     const BLOCK: usize = 512;
     const DAT_HEADER: u64 = 128;
@@ -200,7 +206,8 @@ pub fn weight_bytes(bytes: &[u8]) -> Option<u64> {
         let name = String::from_utf8_lossy(&header[..100]);
         let name = name.trim_end_matches('\0');
         let size_field = String::from_utf8_lossy(&header[124..136]);
-        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8).ok()?;
+        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+            .ok()?;
         if name.ends_with(".dat") {
             total += size.saturating_sub(DAT_HEADER);
         }
@@ -365,8 +372,9 @@ mod tests {
             convert_checked(&engine, "tiny.onnx", "abc", &shard, 0, &reference).unwrap();
         // A plain tar (the runner is built without gzip support).
         assert_eq!(&bytes[257..262], b"ustar");
-        // Its tensors hold the ONNX model's weights: conv 2x1x3x3 + 2, fc 8x3 + 3 (f32).
-        assert_eq!(weight_bytes(&bytes), Some((18 + 2 + 24 + 3) * 4));
+        // Its tensor files hold the weights, conv 2x1x3x3 and fc 8x3 (f32); tract writes the
+        // biases (2 and 3 values) inline in graph.nnef.
+        assert_eq!(weight_bytes(&bytes), Some((18 + 24) * 4));
         assert_eq!(weight_bytes(b"not a tar"), None);
         assert_eq!(check.images, 21);
         assert!(check.max_abs_diff <= 1e-4, "{check:?}");
