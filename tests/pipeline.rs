@@ -273,6 +273,28 @@ fn a_full_build_ends_with_the_aarch64_bundle_validated_under_qemu() {
     assert_eq!(device["passed"], true);
     assert_eq!(device["emulated"], true);
     assert_eq!(device["arch"], "aarch64");
+    // The slim bundle: every model (fp32 and int8) as tract NNEF, checked on the host against
+    // its ONNX model, run by the runner built with the NNEF engine alone.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("runs/pipe/bundle-aarch64/bundle/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest.get("onnx_fallback").is_none(), "{manifest}");
+    let models = manifest["models"].as_array().unwrap();
+    assert!(models.iter().any(|m| m["name"] == "int8"), "{manifest}");
+    for m in models {
+        assert_eq!(m["format"], "nnef", "{m}");
+        assert!(
+            m["nnef_check"]["max_abs_diff"].as_f64().unwrap() <= 1e-4,
+            "{m}"
+        );
+    }
+    for m in device["models"].as_array().unwrap() {
+        eprintln!(
+            "{}: bit-identical to the host's ONNX reference: {}",
+            m["model"], m["bit_identical"]
+        );
+    }
     let md = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
     assert!(
         md.contains("aarch64") && md.to_lowercase().contains("emulated"),
