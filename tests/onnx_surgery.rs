@@ -113,11 +113,7 @@ fn small_resnet() -> pb::ModelProto {
             .map(|i| ((i * 37 % 17) as f32 - 8.0) / 20.0)
             .collect();
         (
-            make_tensor_f32(
-                &format!("{name}.w"),
-                &[cout as i64, cin as i64, 3, 3],
-                &w,
-            ),
+            make_tensor_f32(&format!("{name}.w"), &[cout as i64, cin as i64, 3, 3], &w),
             make_node(
                 "Conv",
                 &[x, &format!("{name}.w")],
@@ -139,7 +135,13 @@ fn small_resnet() -> pb::ModelProto {
     inits.push(make_tensor_f32("fc.w", &[8, 10], &[0.1; 80]));
     let nodes = vec![
         stem,
-        make_node("Relu", &["stem.out"], &["stem_relu.out"], "stem_relu", vec![]),
+        make_node(
+            "Relu",
+            &["stem.out"],
+            &["stem_relu.out"],
+            "stem_relu",
+            vec![],
+        ),
         res,
         make_node(
             "BatchNormalization",
@@ -148,9 +150,21 @@ fn small_resnet() -> pb::ModelProto {
             "bn",
             vec![],
         ),
-        make_node("Add", &["bn.out", "stem_relu.out"], &["add.out"], "res_add", vec![]),
+        make_node(
+            "Add",
+            &["bn.out", "stem_relu.out"],
+            &["add.out"],
+            "res_add",
+            vec![],
+        ),
         make_node("Relu", &["add.out"], &["relu.out"], "res_relu", vec![]),
-        make_node("GlobalAveragePool", &["relu.out"], &["gap.out"], "gap", vec![]),
+        make_node(
+            "GlobalAveragePool",
+            &["relu.out"],
+            &["gap.out"],
+            "gap",
+            vec![],
+        ),
         make_node("Flatten", &["gap.out"], &["flat.out"], "flat", vec![]),
         make_node("MatMul", &["flat.out", "fc.w"], &["logits"], "fc", vec![]),
     ];

@@ -28,9 +28,16 @@ fn teacher(p: &Path) -> PathBuf {
 }
 
 fn export(p: &Path, ckpt: &Path, out: &str, embedding: bool) -> PathBuf {
+    export_with(p, ckpt, out, embedding, false)
+}
+
+fn export_with(p: &Path, ckpt: &Path, out: &str, embedding: bool, no_fold: bool) -> PathBuf {
     let mut args = vec!["-q", "export", ckpt.to_str().unwrap(), "-o", out];
     if embedding {
         args.push("--embedding");
+    }
+    if no_fold {
+        args.push("--no-fold");
     }
     let o = run(p, &args);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -227,11 +234,18 @@ fn what_an_onnx_teacher_cannot_do_is_refused_in_one_line() {
         &["nope", "no node produces it"],
     );
     let emb = export(p, &ckpt, "t-emb.onnx", true);
-    // InDistill needs taps, which an ONNX graph does not give (yet).
-    let cfg = config(p, "c", &emb, "indistill", "");
+    // InDistill with a requested tap the graph does not have: refused, naming the block and
+    // the taps that would work.
+    let cfg = config(
+        p,
+        "c",
+        &emb,
+        "indistill",
+        "[teacher-onnx]\ntaps = [\"nope\", \"b\", \"c\"]\n",
+    );
     let text = std::fs::read_to_string(&cfg).unwrap() + "curriculum = [1, 1, 1]\n";
     std::fs::write(&cfg, text).unwrap();
-    one_line_error(&cfg, &["InDistill", "inspect"]);
+    one_line_error(&cfg, &["block 0", "\"nope\"", "taps that would work"]);
     // Augmentation needs the teacher per batch.
     let cfg = config(p, "d", &emb, "kd", "");
     let text = std::fs::read_to_string(&cfg)
@@ -250,4 +264,55 @@ fn what_an_onnx_teacher_cannot_do_is_refused_in_one_line() {
         &config(p, "e", &p.join("bad.onnx"), "kd", ""),
         &["FancyConv", "FancyGemm", "2 node"],
     );
+}
+
+/// InDistill from the ONNX export (BN kept, so the L1 norms are those of the burn convs):
+/// the curriculum targets the graph surgery gives through tract equal those of `prune.rs`
+/// on the checkpoint, and the distilled students match.
+#[test]
+fn indistill_from_the_onnx_export_equals_indistill_from_the_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let ckpt = teacher(p);
+    let onnx = export_with(p, &ckpt, "t.onnx", true, true);
+    let extra = "";
+    let mut runs = Vec::new();
+    for (label, t) in [("burn", &ckpt), ("onnx", &onnx)] {
+        let cfg = config(p, &format!("{label}-ind"), t, "indistill", extra);
+        let text = std::fs::read_to_string(&cfg).unwrap() + "curriculum = [1, 1, 1]\n";
+        std::fs::write(&cfg, text).unwrap();
+        let dir = format!("{label}-ind/run");
+        let o = distill(p, &cfg, &dir);
+        assert!(o.status.success(), "{label}: {}", stderr(&o));
+        runs.push(p.join(&dir));
+    }
+    use distill_edge::train::teacher_cache::TeacherCache;
+    let cache = |dir: &Path| {
+        let files: Vec<PathBuf> = std::fs::read_dir(dir.parent().unwrap().join("teacher-cache"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        TeacherCache::read(&files[0]).unwrap()
+    };
+    let (want, got) = (cache(&runs[0]), cache(&runs[1]));
+    assert_eq!(want.header().taps, got.header().taps);
+    assert_eq!(want.header().taps.len(), 3);
+    let all: Vec<usize> = (0..want.header().images).collect();
+    let device = distill_edge::runtime::cpu();
+    for k in 0..3 {
+        let v = |c: &TeacherCache| {
+            c.tap(k, &all, &device)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap()
+        };
+        let d = max_abs_diff(&v(&got), &v(&want));
+        assert!(d <= 1e-4, "block {k}: curriculum targets differ by {d}");
+    }
+    let d = max_rel_diff(
+        &model_weights(&runs[1].join("model.ckpt")),
+        &model_weights(&runs[0].join("model.ckpt")),
+    );
+    assert!(d < 0.1, "weights differ by {d} (relative)");
 }

@@ -39,13 +39,29 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
     Ok(())
 }
 
-/// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file.
-fn onnx_teacher(config: &DistillConfig) -> Result<Option<OnnxTeacher>> {
+/// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file; with `indistill`,
+/// pruned for the student (one tap per block) on the images of `splits`.
+pub(crate) fn onnx_teacher(
+    config: &DistillConfig,
+    splits: &Splits,
+    indistill: bool,
+) -> Result<Option<OnnxTeacher>> {
     match config.teacher.as_deref() {
-        Some(p) if is_onnx(p) => Ok(Some(OnnxTeacher::load(
-            p,
-            &config.teacher_onnx.clone().unwrap_or_default(),
-        )?)),
+        Some(p) if is_onnx(p) => {
+            let student = if indistill {
+                Some(
+                    crate::model::ModelSpec::resolve(&config.student, Path::new("."))?
+                        .bind(splits.train.shape, splits.train.classes.len())?,
+                )
+            } else {
+                None
+            };
+            Ok(Some(OnnxTeacher::load(
+                p,
+                &config.teacher_onnx.clone().unwrap_or_default(),
+                student.as_ref(),
+            )?))
+        }
         other => {
             if config.teacher_onnx.is_some() {
                 bail!(
@@ -91,7 +107,7 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
         config.train.total_epochs(),
         out.display()
     ));
-    let foreign = onnx_teacher(&config)?;
+    let foreign = onnx_teacher(&config, &splits, config.distill.method == Method::Indistill)?;
     let report = distill(
         &config,
         &args.config.display().to_string(),
@@ -368,7 +384,11 @@ pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
         Some(v) => CompareData::HeldOut(data::split::hold_out(&loaded, v)?),
     };
     let training = cdata.training();
-    let foreign = onnx_teacher(&config)?;
+    let foreign = onnx_teacher(
+        &config,
+        &training,
+        variants.iter().any(|(_, v)| v.method == Method::Indistill),
+    )?;
     let cmp = Comparison {
         foreign: foreign.as_ref().map(|t| t as &dyn ForeignTeacher),
         base: &config,

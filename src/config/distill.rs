@@ -340,4 +340,8 @@ pub struct OnnxTeacherSpec {
     /// `rgb` or `bgr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_order: Option<String>,
+    /// InDistill: the teacher tap of each student block, one Conv node name or tap tensor
+    /// name per block (see `distill-edge inspect`); proposed when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<Vec<String>>,
 }

@@ -212,9 +212,17 @@ fn check_foreign<'f>(
         )))
     };
     if config.distill.method == Method::Indistill {
-        return refuse(
-            "InDistill needs the teacher's pruned intermediate layers, which distill-edge builds for its own checkpoints only (not yet for an ONNX graph); use method \"pkt\" or \"kd\", or see `distill-edge inspect` for the taps such a graph offers".into(),
-        );
+        let want: Vec<[usize; 3]> = arch
+            .block_shapes
+            .iter()
+            .map(|s| [s.channels, s.height, s.width])
+            .collect();
+        let got = f.tap_shapes();
+        if got != want {
+            return refuse(format!(
+                "InDistill needs one pruned tap per student block of shapes {want:?}; the teacher was loaded with {got:?}"
+            ));
+        }
     }
     let a = &config.train.augment;
     if a.crop_padding > 0 || a.hflip || !config.distill.teacher_cache {
@@ -356,7 +364,10 @@ pub fn distill(
             if config.distill.teacher_cache
                 && augment.crop_padding == 0
                 && !augment.hflip
-                && (w.pkt > 0.0 || w.kd > 0.0 || pruned.is_some()) =>
+                && (w.pkt > 0.0
+                    || w.kd > 0.0
+                    || pruned.is_some()
+                    || config.distill.method == Method::Indistill) =>
         {
             let dir = out_dir
                 .parent()
@@ -369,6 +380,7 @@ pub fn distill(
                 &CacheSource {
                     teacher: cache_teacher,
                     pruned: pruned.as_ref(),
+                    foreign_taps: foreign.is_some() && config.distill.method == Method::Indistill,
                     teacher_digest: &digest,
                     data: &splits.train,
                     norm: &norm,
