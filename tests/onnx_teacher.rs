@@ -316,3 +316,88 @@ fn indistill_from_the_onnx_export_equals_indistill_from_the_checkpoint() {
     );
     assert!(d < 0.1, "weights differ by {d} (relative)");
 }
+
+/// `distill-edge build` with `teacher = { onnx = … }`: the teacher stage measures the ONNX
+/// teacher with tract (the same top-1 as the checkpoint it was exported from), the student
+/// learns from it by InDistill (taps by graph surgery), and the report shows all three.
+#[test]
+fn a_pipeline_with_an_onnx_teacher_measures_it_and_distills_from_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let ckpt = teacher(p);
+    export_with(p, &ckpt, "t.onnx", true, true);
+    std::fs::write(
+        p.join("pipe.toml"),
+        format!(
+            r#"name = "pipe"
+seed = 2
+teacher = {{ onnx = "t.onnx", embedding = "embedding" }}
+[data]
+{SYNTH}
+[student]
+model = "cnn32-small"
+train = {{ batch-size = 32, schedule = [{{ epochs = 1, lr = 2e-3 }}] }}
+distill = {{ method = "indistill", curriculum = [1, 1, 1] }}
+baselines = ["none"]
+[check]
+runs = 3
+max-accuracy-drop = 50.0
+"#
+        ),
+    )
+    .unwrap();
+    let o = run(
+        p,
+        &["--json", "--threads", "1", "build", "--config", "pipe.toml"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let stages: Vec<String> = json(&o)["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        stages,
+        ["teacher", "student", "baseline-none", "export", "check"]
+    );
+    let eval: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("runs/pipe/teacher/eval.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(p.join("runs/pipe/teacher/teacher.onnx").is_file());
+    let burn = run_ok_json(
+        p,
+        &["--json", "eval", ckpt.to_str().unwrap(), "--no-retrieval"],
+    );
+    let (tract, burn) = (
+        eval["accuracy"].as_f64().unwrap(),
+        burn["accuracy"].as_f64().unwrap(),
+    );
+    // 100 test images: tract and burn may split one near-tie differently.
+    assert!((tract - burn).abs() <= 0.01, "tract {tract} vs burn {burn}");
+    let report = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
+    assert!(
+        report.contains("| teacher (ONNX, measured with tract) | `t.onnx` |"),
+        "{report}"
+    );
+    assert!(report.contains("student alone"), "{report}");
+    // The student's curriculum targets came from the pruned ONNX graph, through the cache.
+    let caches: Vec<PathBuf> = std::fs::read_dir(p.join("runs/pipe/teacher-cache"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(caches.len(), 1, "{caches:?}");
+    let cache = distill_edge::train::teacher_cache::TeacherCache::read(&caches[0]).unwrap();
+    // cnn32-small's block shapes on the 26x26 synthetic images.
+    assert_eq!(cache.header().taps, [[8, 13, 13], [16, 5, 5], [32, 1, 1]]);
+    // A config with both a trained and an ONNX teacher is not possible: the [teacher] table
+    // is one or the other; without either the build is refused in one line.
+    let text = std::fs::read_to_string(p.join("pipe.toml"))
+        .unwrap()
+        .replace("teacher = {", "teacher-x = {");
+    std::fs::write(p.join("bad.toml"), text).unwrap();
+    let o = run(p, &["build", "--config", "bad.toml"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("teacher-x"), "{}", stderr(&o));
+}

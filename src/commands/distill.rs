@@ -16,7 +16,7 @@ use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;
-use crate::train::distill::{distill, is_onnx, run_identity};
+use crate::train::distill::{distill, run_identity};
 use crate::train::teacher_cache::ForeignTeacher;
 
 fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<()> {
@@ -41,37 +41,22 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
 
 /// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file; with `indistill`,
 /// pruned for the student (one tap per block) on the images of `splits`.
-pub(crate) fn onnx_teacher(
+fn onnx_teacher(
     config: &DistillConfig,
     splits: &Splits,
     indistill: bool,
 ) -> Result<Option<OnnxTeacher>> {
-    match config.teacher.as_deref() {
-        Some(p) if is_onnx(p) => {
-            let student = if indistill {
-                Some(
-                    crate::model::ModelSpec::resolve(&config.student, Path::new("."))?
-                        .bind(splits.train.shape, splits.train.classes.len())?,
-                )
-            } else {
-                None
-            };
-            Ok(Some(OnnxTeacher::load(
-                p,
-                &config.teacher_onnx.clone().unwrap_or_default(),
-                student.as_ref(),
-            )?))
-        }
-        other => {
-            if config.teacher_onnx.is_some() {
-                bail!(
-                    "[teacher-onnx] is set but the teacher {} is not an .onnx file",
-                    other.map_or("(none)".into(), |p| p.display().to_string())
-                );
-            }
-            Ok(None)
-        }
+    let loaded = OnnxTeacher::for_config(config, &splits.train, indistill)?;
+    if loaded.is_none() && config.teacher_onnx.is_some() {
+        bail!(
+            "[teacher-onnx] is set but the teacher {} is not an .onnx file",
+            config
+                .teacher
+                .as_ref()
+                .map_or("(none)".into(), |p| p.display().to_string())
+        );
     }
+    Ok(loaded)
 }
 
 /// Runs one distillation; its output directory is locked for the run

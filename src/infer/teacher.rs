@@ -207,6 +207,61 @@ impl OnnxTeacher {
     }
 }
 
+impl OnnxTeacher {
+    /// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file (`None`
+    /// otherwise); with `indistill`, pruned for the student (bound to the images of `data`).
+    pub fn for_config(
+        config: &crate::config::DistillConfig,
+        data: &Dataset,
+        indistill: bool,
+    ) -> Result<Option<Self>, InferError> {
+        let Some(path) = config
+            .teacher
+            .as_deref()
+            .filter(|p| crate::train::distill::is_onnx(p))
+        else {
+            return Ok(None);
+        };
+        let student = if indistill {
+            let arch = crate::model::ModelSpec::resolve(&config.student, Path::new("."))
+                .and_then(|s| s.bind(data.shape, data.classes.len()))
+                .map_err(|e| load_err(path, format!("student {}: {e}", config.student)))?;
+            Some(arch)
+        } else {
+            None
+        };
+        Self::load(
+            path,
+            &config.teacher_onnx.clone().unwrap_or_default(),
+            student.as_ref(),
+        )
+        .map(Some)
+    }
+
+    /// `[c, h, w]` of the teacher's input.
+    pub fn input(&self) -> [usize; 3] {
+        self.pre.input
+    }
+
+    /// Top-1 accuracy (0..1) of the teacher's logits on `data`, in batches of `batch` images.
+    pub fn accuracy(&self, data: &Dataset, batch: usize) -> Result<f64, String> {
+        let indices: Vec<usize> = (0..data.len()).collect();
+        let mut correct = 0usize;
+        for chunk in indices.chunks(batch.max(1)) {
+            let out = self.outputs(data, chunk)?;
+            for (row, &i) in out.logits.chunks_exact(self.classes).zip(chunk) {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(j, _)| j);
+                correct += usize::from(best == usize::from(data.labels[i]));
+            }
+        }
+        Ok(correct as f64 / data.len().max(1) as f64)
+    }
+}
+
 /// The normalisation in a distill-edge model's metadata, when it has one that parses.
 fn metadata_normalization(model: &proto::pb::ModelProto) -> Option<Normalization> {
     let props = proto::metadata(model);
