@@ -105,11 +105,14 @@ def main():
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--train-images", type=int, default=0, help="use the first N (0: all)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     torch.set_num_threads(a.threads)
     xtr, ytr = load(a.data, "train")
     xte, yte = load(a.data, "test")
+    if a.train_images > 0:
+        xtr, ytr = xtr[: a.train_images], ytr[: a.train_images]
     mean = float(xtr.mean() / 255.0)
     std = float((xtr / 255.0).std())
     prep = lambda x: (torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1) - mean) / std
