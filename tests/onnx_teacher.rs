@@ -246,13 +246,6 @@ fn what_an_onnx_teacher_cannot_do_is_refused_in_one_line() {
     let text = std::fs::read_to_string(&cfg).unwrap() + "curriculum = [1, 1, 1]\n";
     std::fs::write(&cfg, text).unwrap();
     one_line_error(&cfg, &["block 0", "\"nope\"", "taps that would work"]);
-    // Augmentation needs the teacher per batch.
-    let cfg = config(p, "d", &emb, "kd", "");
-    let text = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("[distill]", "augment = { hflip = true }\n[distill]");
-    std::fs::write(&cfg, text).unwrap();
-    one_line_error(&cfg, &["augment"]);
     // An operator tract cannot run is named (all of them).
     let mut model = proto::decode(&std::fs::read(&emb).unwrap()).unwrap();
     let g = model.graph.as_mut().unwrap();
@@ -400,4 +393,49 @@ max-accuracy-drop = 50.0
     let o = run(p, &["build", "--config", "bad.toml"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("teacher-x"), "{}", stderr(&o));
+}
+
+/// With augmentation the ONNX teacher runs on every augmented batch (no cache): KD and
+/// InDistill from the export equal KD and InDistill from the checkpoint, which sees the same
+/// augmented batches.
+#[test]
+fn with_augmentation_the_onnx_teacher_runs_on_each_augmented_batch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let ckpt = teacher(p);
+    let onnx = export_with(p, &ckpt, "t.onnx", true, true);
+    for method in ["kd", "indistill"] {
+        let mut finals = Vec::new();
+        let mut losses = Vec::new();
+        for (label, t) in [("burn", &ckpt), ("onnx", &onnx)] {
+            let cfg = config(p, &format!("{label}-{method}-aug"), t, method, "");
+            let mut text = std::fs::read_to_string(&cfg)
+                .unwrap()
+                .replace("[distill]", "augment = { crop-padding = 2, hflip = true }\n[distill]");
+            if method == "indistill" {
+                text += "curriculum = [1, 1, 1]\n";
+            }
+            std::fs::write(&cfg, text).unwrap();
+            let dir = format!("{label}-{method}-aug/run");
+            let o = distill(p, &cfg, &dir);
+            assert!(o.status.success(), "{label} {method}: {}", stderr(&o));
+            // No cache: the teacher ran per batch.
+            assert!(!p.join(format!("{label}-{method}-aug/teacher-cache")).exists());
+            let metrics: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(p.join(&dir).join("metrics.json")).unwrap(),
+            )
+            .unwrap();
+            losses.push(metrics[0]["train_loss"].as_f64().unwrap());
+            finals.push(model_weights(&p.join(&dir).join("model.ckpt")));
+        }
+        let rel = (losses[1] - losses[0]).abs() / losses[0].abs().max(1e-6);
+        assert!(
+            rel < 1e-3,
+            "{method}: epoch-1 loss {} (onnx) vs {} (burn)",
+            losses[1],
+            losses[0]
+        );
+        let d = max_rel_diff(&finals[1], &finals[0]);
+        assert!(d < 0.1, "{method}: weights differ by {d} (relative)");
+    }
 }
