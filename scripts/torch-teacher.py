@@ -1,13 +1,15 @@
 """Trains a small ResNet (residual blocks) on Fashion-MNIST in PyTorch (CPU) and exports it
 with torch.onnx.export, for scripts/torch-teacher.sh.
 
-Layout (input 1x28x28, normalised with the training split's mean and std):
-  stem  conv 3x3 1->32, BN, ReLU, max-pool 2   -> 32x14x14  (tap for the student's block 0)
-  res1  residual block 32 at 14x14
-  down1 conv 3x3 32->64, BN, ReLU, max-pool 2  -> 64x7x7    (tap for block 1)
-  res2  residual block 64 at 7x7
-  down2 conv 3x3 64->128, BN, ReLU, max-pool 2 -> 128x3x3   (tap for block 2)
-  res3  residual block 128 at 3x3
+Layout (input 1x28x28, normalised with the training split's mean and std), built so that the
+unpadded conv + max-pool stages have the block shapes of the student cnn32-small (8x13x13,
+16x5x5, 32x1x1) with more channels:
+  stem  conv 3x3 1->32, BN, ReLU, max-pool 2   -> 32x13x13  (tap for the student's block 0)
+  res1  residual block 32 at 13x13
+  down1 conv 3x3 32->64, BN, ReLU, max-pool 2  -> 64x5x5    (tap for block 1)
+  res2  residual block 64 at 5x5
+  down2 conv 3x3 64->128, BN, ReLU, max-pool 2 -> 128x1x1   (tap for block 2)
+  res3  residual block 128 at 1x1
   global average pool -> embedding (128) -> linear -> logits (10)
 A residual block is conv-BN-ReLU, conv-BN, Add(input), ReLU: its second conv is read by the
 Add before any activation, so it cannot be an InDistill tap (`distill-edge inspect` says so).
@@ -63,7 +65,7 @@ class Residual(nn.Module):
 
 def down(cin, cout):
     return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.Conv2d(cin, cout, 3, padding=0, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(),
         nn.MaxPool2d(2),

@@ -12,6 +12,11 @@
 #      (runs/torch-teacher/report.md) shows the three.
 #
 # Usage: scripts/torch-teacher.sh [--epochs N] [--train-images N] [--work DIR] [--skip-build]
+#                                [--pipeline-subset TRAIN,TEST]
+#   --train-images N        the teacher trains on the first N training images (default: all)
+#   --pipeline-subset A,B   the pipeline runs on a folder of A training and B test images of
+#                           Fashion-MNIST (`distill-edge data make`, 28x28 gray) instead of the
+#                           whole set, for a machine where the full build takes too long
 # Environment: DISTILL_EDGE (the binary; default: `distill-edge` on PATH, else
 # target/release/distill-edge), FASHION_MNIST (default /usr/share/datasets/fashion-mnist),
 # TORCH_THREADS (default 2).
@@ -21,13 +26,15 @@ epochs=3
 train_images=0
 work=runs/torch-teacher-work
 skip_build=0
+subset=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --epochs) epochs="$2"; shift 2 ;;
         --train-images) train_images="$2"; shift 2 ;;
         --work) work="$2"; shift 2 ;;
         --skip-build) skip_build=1; shift ;;
-        -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+        --pipeline-subset) subset="$2"; shift 2 ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "torch-teacher.sh: unknown argument $1 (see --help)" >&2; exit 1 ;;
     esac
 done
@@ -76,6 +83,22 @@ std=$("$py" -c "import json; print(json.load(open('$onnx.json'))['std'][0])")
 echo "== inspect: taps for the student cnn32-small"
 "$bin" inspect "$onnx" --student cnn32-small
 
+data_section="kind = \"fashion-mnist\"
+path = \"$data\""
+if [[ -n "$subset" ]]; then
+    folder="$work/fashion-mnist-${subset/,/-}"
+    if [[ ! -d "$folder" ]]; then
+        echo "== data make: $folder (${subset%,*} training, ${subset#*,} test images)"
+        "$bin" data make "$folder" --data fashion-mnist --data-path "$data" --size 28 \
+            --channels 1 --train "${subset%,*}" --test "${subset#*,}"
+    fi
+    data_section="kind = \"folder\"
+path = \"$(basename "$folder")\"
+channels = 1
+height = 28
+width = 28"
+fi
+
 config="$work/pipeline.toml"
 cat > "$config" <<TOML
 # Written by scripts/torch-teacher.sh: the PyTorch ResNet as the teacher.
@@ -84,8 +107,7 @@ seed = 1
 teacher = { onnx = "$(basename "$onnx")", embedding = "embedding", logits-output = "logits", input-size = "1x28x28", mean = [$mean], std = [$std] }
 
 [data]
-kind = "fashion-mnist"
-path = "$data"
+$data_section
 
 [student]
 model = "cnn32-small"
