@@ -409,9 +409,10 @@ fn with_augmentation_the_onnx_teacher_runs_on_each_augmented_batch() {
         let mut losses = Vec::new();
         for (label, t) in [("burn", &ckpt), ("onnx", &onnx)] {
             let cfg = config(p, &format!("{label}-{method}-aug"), t, method, "");
-            let mut text = std::fs::read_to_string(&cfg)
-                .unwrap()
-                .replace("[distill]", "augment = { crop-padding = 2, hflip = true }\n[distill]");
+            let mut text = std::fs::read_to_string(&cfg).unwrap().replace(
+                "[distill]",
+                "augment = { crop-padding = 2, hflip = true }\n[distill]",
+            );
             if method == "indistill" {
                 text += "curriculum = [1, 1, 1]\n";
             }
@@ -420,7 +421,10 @@ fn with_augmentation_the_onnx_teacher_runs_on_each_augmented_batch() {
             let o = distill(p, &cfg, &dir);
             assert!(o.status.success(), "{label} {method}: {}", stderr(&o));
             // No cache: the teacher ran per batch.
-            assert!(!p.join(format!("{label}-{method}-aug/teacher-cache")).exists());
+            assert!(
+                !p.join(format!("{label}-{method}-aug/teacher-cache"))
+                    .exists()
+            );
             let metrics: serde_json::Value = serde_json::from_str(
                 &std::fs::read_to_string(p.join(&dir).join("metrics.json")).unwrap(),
             )
