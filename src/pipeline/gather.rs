@@ -56,8 +56,16 @@ pub fn report_input(
         }
         if let Some(eval) = read_json::<StageEval>(&s.dir.join(EVAL_FILE)) {
             let ret = eval.retrieval.as_ref();
+            let onnx_teacher = s.stage == "teacher"
+                && s.dir
+                    .join(super::stages::teacher::ONNX_TEACHER_FILE)
+                    .is_file();
             models.push(ModelRow {
-                role: role(&s.stage, config.student.distill.method.name()),
+                role: if onnx_teacher {
+                    "teacher (ONNX, measured with tract)".into()
+                } else {
+                    role(&s.stage, config.student.distill.method.name())
+                },
                 architecture: eval.architecture.clone(),
                 params: eval.params,
                 macs: eval.macs,

@@ -82,6 +82,8 @@ pub struct Auxiliary {
     pub from_baseline: bool,
     /// Images held out of training.
     pub validation: Option<ValidationSplit>,
+    /// How to run the teacher when it is an ONNX model (the teacher stage's `teacher.onnx`).
+    pub teacher_onnx: Option<crate::config::distill::OnnxTeacherSpec>,
 }
 
 impl Stage for Auxiliary {
@@ -98,11 +100,16 @@ impl Stage for Auxiliary {
     }
 
     fn inputs(&self) -> Result<serde_json::Value> {
-        Ok(Inputs::default()
+        let inputs = Inputs::default()
             .add("seed", &self.seed)?
-            .add("section", &self.section)?
-            .add_some("validation", &self.validation)?
-            .done())
+            .add("section", &self.section)?;
+        let inputs = inputs.add_some("validation", &self.validation)?;
+        // Only with an ONNX teacher, so that the fingerprints of other builds stay as they were.
+        let inputs = match &self.teacher_onnx {
+            Some(spec) => inputs.add("teacher-onnx", spec)?,
+            None => inputs,
+        };
+        Ok(inputs.done())
     }
 
     fn required_artifacts(&self) -> Vec<String> {
@@ -116,7 +123,10 @@ impl Stage for Auxiliary {
             name: format!("{}-auxiliary", self.run),
             seed: self.seed,
             data: self.data.clone(),
-            teacher: Some(ctx.dir("teacher").join(MODEL_FILE)),
+            teacher: Some(ctx.dir("teacher").join(match self.teacher_onnx {
+                Some(_) => super::teacher::ONNX_TEACHER_FILE,
+                None => MODEL_FILE,
+            })),
             student: a.model.clone(),
             init: self
                 .from_baseline
@@ -124,7 +134,7 @@ impl Stage for Auxiliary {
             train: a.train.clone(),
             distill: a.distill.clone(),
             validation: self.validation.clone(),
-            teacher_onnx: None,
+            teacher_onnx: self.teacher_onnx.clone(),
             variants: Default::default(),
         };
         distill_stage(&dc, dir, &splits, reporter)?;

@@ -174,11 +174,20 @@ pub(super) fn distill_stage(
 ) -> Result<()> {
     let resume = dir.join(CHECKPOINT_FILE).exists();
     let origin = format!("pipeline stage {}", dir.display());
+    // An ONNX teacher (the teacher stage's copy) runs with tract, pruned for InDistill.
+    let onnx = crate::infer::teacher::OnnxTeacher::for_config(
+        config,
+        &splits.train,
+        config.distill.method == crate::config::distill::Method::Indistill,
+    )?;
+    let foreign = onnx
+        .as_ref()
+        .map(|t| t as &dyn crate::train::teacher_cache::ForeignTeacher);
     match distill(
-        config, &origin, splits, dir, resume, !resume, None, reporter,
+        config, &origin, splits, dir, resume, !resume, foreign, reporter,
     ) {
         Err(crate::train::distill::DistillError::Train(TrainError::Resume { .. })) if resume => {
-            distill(config, &origin, splits, dir, false, true, None, reporter)?;
+            distill(config, &origin, splits, dir, false, true, foreign, reporter)?;
         }
         other => {
             other?;
