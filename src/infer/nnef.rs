@@ -190,7 +190,7 @@ pub fn to_nnef(engine: &TractEngine, path: &str) -> Result<Vec<u8>, NnefError> {
 }
 
 /// The bytes of tensor data in an NNEF tar (the `.dat` entries less their 128-byte
-/// headers): the model's weights, as [`crate::hostcheck::weight_bytes`] counts an ONNX
+/// headers): the model's weights, as the host check's `weight_bytes` counts an ONNX
 /// model's initializers, except the small constants tract writes inline in `graph.nnef`
 /// (e.g. short bias vectors). `None` when `bytes` is not a well-formed tar.
 pub fn weight_bytes(bytes: &[u8]) -> Option<u64> {
