@@ -508,6 +508,12 @@ fn summary_is_short_and_complete() {
         Some("report: runs/fmnist-quick/report.html")
     );
 
+    // An ONNX teacher's row is the teacher too: the students are compared with it.
+    let mut onnx = input.clone();
+    onnx.models[0].role = "teacher (ONNX, measured with tract)".into();
+    let s = summary(&onnx, Path::new("r.html"));
+    assert!(s.contains("-2.83 pp"), "{s}");
+
     let mut failing = input.clone();
     failing.devices[0].models[1].parity.ok = false;
     failing.devices[0].passed = false;
