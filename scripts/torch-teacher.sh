@@ -17,8 +17,8 @@
 #   --pipeline-subset A,B   the pipeline runs on a folder of A training and B test images of
 #                           Fashion-MNIST (`distill-edge data make`, 28x28 gray) instead of the
 #                           whole set, for a machine where the full build takes too long
-# Environment: DISTILL_EDGE (the binary; default: `distill-edge` on PATH, else
-# target/release/distill-edge), FASHION_MNIST (default /usr/share/datasets/fashion-mnist),
+# Environment: DISTILL_EDGE (the binary; default: the clone's, built by `cargo build --release`
+# after scripts/setup.sh, as scripts/run.sh does), FASHION_MNIST (default /usr/share/datasets/fashion-mnist),
 # TORCH_THREADS (default 2).
 set -euo pipefail
 
@@ -47,14 +47,11 @@ if [[ ! -d "$data" ]]; then
 fi
 bin="${DISTILL_EDGE:-}"
 if [[ -z "$bin" ]]; then
-    if command -v distill-edge >/dev/null; then
-        bin=distill-edge
-    elif [[ -x "$here/../target/release/distill-edge" ]]; then
-        bin="$here/../target/release/distill-edge"
-    else
-        echo "torch-teacher.sh: no distill-edge binary: set DISTILL_EDGE, cargo install --path ., or cargo build --release" >&2
-        exit 1
-    fi
+    # The clone's own tool, built like scripts/run.sh builds it (into $CARGO_TARGET_DIR).
+    "$here/setup.sh"
+    source "$here/env.sh"
+    cargo build --release --locked -p distill-edge --manifest-path "$here/../Cargo.toml"
+    bin="$CARGO_TARGET_DIR/release/distill-edge"
 fi
 
 venv="$HOME/.cache/distill-edge/torch-venv"
