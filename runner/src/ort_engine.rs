@@ -13,8 +13,8 @@ use std::time::Instant;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{TensorRef, ValueType};
-use tract_onnx::prelude::TractResult;
-use tract_onnx::tract_core::internal::format_err;
+use tract_core::internal::format_err;
+use tract_core::prelude::TractResult;
 
 use distill_edge_schema::{
     BenchSettings, Latency, Manifest, Memory, ModelResult, ORT, Phases, SHARD_BATCH, Shard,
@@ -49,7 +49,14 @@ pub fn run_models(
         .map_err(|e| format!("{library}: cannot start ONNX Runtime: {e}"))?;
     let mut out = Vec::new();
     for m in &manifest.models {
-        let onnx = listed_read(dir, manifest, &m.file, verify)?;
+        // ONNX Runtime reads ONNX only: an NNEF bundle ships each model's ONNX file too.
+        let file = m.ort_file().ok_or_else(|| {
+            format!(
+                "{}: no ONNX file of model {} for ONNX Runtime in the manifest",
+                m.file, m.name
+            )
+        })?;
+        let onnx = listed_read(dir, manifest, file, verify)?;
         out.push(
             run_model(
                 dir,
@@ -60,7 +67,7 @@ pub fn run_models(
                 bench,
                 manifest.logits_output,
             )
-            .map_err(|e| format!("{} on ONNX Runtime: {e:#}", m.file))?,
+            .map_err(|e| format!("{file} on ONNX Runtime: {e:#}"))?,
         );
     }
     Ok(out)

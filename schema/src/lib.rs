@@ -35,6 +35,71 @@ pub struct ModelEntry {
     pub name: String,
     /// File in the bundle.
     pub file: String,
+    /// What `file` holds, which decides how the runner loads it (absent: ONNX).
+    #[serde(default)]
+    pub format: ModelFormat,
+    /// For an NNEF file: the host's check that it computes what its ONNX source computes on
+    /// the bundle's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef_check: Option<NnefCheck>,
+    /// The model's ONNX file when `file` is NNEF and the bundle carries ONNX Runtime (which
+    /// cannot read NNEF): the ONNX model the NNEF file was converted from. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx_file: Option<String>,
+}
+
+impl ModelEntry {
+    /// The ONNX file ONNX Runtime runs: `file` itself when it is ONNX, else
+    /// [`ModelEntry::onnx_file`] (`None`: the bundle ships no ONNX form of this model).
+    pub fn ort_file(&self) -> Option<&str> {
+        match self.format {
+            ModelFormat::Onnx => Some(self.file.as_str()),
+            ModelFormat::Nnef => self.onnx_file.as_deref(),
+        }
+    }
+}
+
+/// The format of a bundled model file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFormat {
+    /// An ONNX file: the runner needs its `onnx` feature (tract-onnx, tract-hir).
+    #[default]
+    Onnx,
+    /// A tract NNEF archive (uncompressed tar, batch dimension the symbol [`BATCH_SYMBOL`]),
+    /// written on the host from the ONNX model: the runner needs only tract-core and
+    /// tract-nnef (its `nnef` feature).
+    Nnef,
+}
+
+impl ModelFormat {
+    /// The name of the format (and of the runner feature that loads it).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::Nnef => "nnef",
+        }
+    }
+}
+
+/// The symbol of the batch dimension in a bundled NNEF model's input (`[N, C, H, W]`); the
+/// runner sets it to each batch size before optimising.
+pub const BATCH_SYMBOL: &str = "N";
+
+/// The host's comparison of an NNEF model with the ONNX model it was converted from: both
+/// run with tract on the bundle's shard, in batches of [`SHARD_BATCH`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NnefCheck {
+    /// Hex SHA-256 of the ONNX file converted.
+    pub source_sha256: String,
+    /// Images of the shard compared.
+    pub images: usize,
+    /// The NNEF model's logits are bit for bit the ONNX model's.
+    pub bit_identical: bool,
+    /// Largest |NNEF - ONNX| over the logits.
+    pub max_abs_diff: f32,
+    /// The tolerance the comparison had to meet, in words (`atol …, rtol …`).
+    pub tolerance: String,
 }
 
 /// What the host measured on the same shard with tract, to compare with the device.
@@ -101,8 +166,13 @@ pub struct Manifest {
     /// What the shard holds, in words (a labelled test split, or seeded random inputs).
     #[serde(default)]
     pub inputs: String,
+    /// Why the bundle ships ONNX models (and a runner with tract-onnx) instead of NNEF: the
+    /// first model NNEF could not express, and why. Absent when the models are NNEF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx_fallback: Option<String>,
     /// The ONNX Runtime library in the bundle (`engines` of the target holds `ort`): the runner
-    /// also runs every model with it. Absent: tract only.
+    /// also runs every model with it, from the model's ONNX file
+    /// ([`ModelEntry::ort_file`]). Absent: tract only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ort_library: Option<String>,
 }
@@ -118,6 +188,7 @@ impl Manifest {
     pub fn required_files(&self) -> Vec<&str> {
         let mut out = vec![RUNNER, self.shard.as_str()];
         out.extend(self.models.iter().map(|m| m.file.as_str()));
+        out.extend(self.models.iter().filter_map(|m| m.onnx_file.as_deref()));
         out.extend(self.host.iter().map(|h| h.outputs_file.as_str()));
         out.extend(self.ort_library.as_deref());
         out
@@ -139,6 +210,14 @@ impl Manifest {
                     "{path}: not listed in the manifest's files with a digest; refusing to use it (the manifest was edited or the bundle is incomplete)"
                 ));
             }
+        }
+        if let Some(lib) = &self.ort_library
+            && let Some(m) = self.models.iter().find(|m| m.ort_file().is_none())
+        {
+            return Err(format!(
+                "{}: an NNEF model without `onnx_file`, but the bundle carries ONNX Runtime ({lib}), which reads only ONNX",
+                m.file
+            ));
         }
         Ok(())
     }
@@ -639,6 +718,9 @@ mod tests {
             models: vec![ModelEntry {
                 name: "fp32".into(),
                 file: "m.onnx".into(),
+                format: ModelFormat::Onnx,
+                nnef_check: None,
+                onnx_file: None,
             }],
             shard: "shard.bin".into(),
             host: vec![HostReference {
@@ -659,8 +741,20 @@ mod tests {
             },
             logits_output: 0,
             inputs: String::new(),
+            onnx_fallback: None,
             ort_library: None,
         }
+    }
+
+    #[test]
+    fn a_manifest_without_formats_reads_as_onnx() {
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        let entry = &mut v["models"][0];
+        entry.as_object_mut().unwrap().remove("format");
+        assert!(entry.get("nnef_check").is_none());
+        let back: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!(back.models[0].format, ModelFormat::Onnx);
+        assert_eq!(back.onnx_fallback, None);
     }
 
     #[test]
@@ -688,6 +782,27 @@ mod tests {
         m.ort_library = Some("libonnxruntime.so".into());
         let err = m.check_listed().unwrap_err();
         assert!(err.starts_with("libonnxruntime.so"), "{err}");
+        // ONNX Runtime reads ONNX only: an NNEF model needs its ONNX file beside it, listed.
+        m.files.push(FileEntry {
+            path: "libonnxruntime.so".into(),
+            sha256: "00".into(),
+            bytes: 0,
+        });
+        assert_eq!(m.check_listed(), Ok(()));
+        m.models[0].format = ModelFormat::Nnef;
+        m.models[0].file = "m.nnef.tar".into();
+        m.files.push(FileEntry {
+            path: "m.nnef.tar".into(),
+            sha256: "00".into(),
+            bytes: 0,
+        });
+        let err = m.check_listed().unwrap_err();
+        assert!(err.starts_with("m.nnef.tar") && err.contains("onnx_file"), "{err}");
+        m.models[0].onnx_file = Some("m.onnx".into());
+        assert_eq!(m.models[0].ort_file(), Some("m.onnx"));
+        assert_eq!(m.check_listed(), Ok(()));
+        m.files.retain(|f| f.path != "m.onnx");
+        assert!(m.check_listed().unwrap_err().starts_with("m.onnx"));
     }
 
     #[test]

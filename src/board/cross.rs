@@ -5,6 +5,7 @@ use std::process::Command;
 
 use super::TargetSpec;
 use super::embedded::{self, MaterialiseError};
+use distill_edge_schema::ModelFormat;
 
 /// Why the runner could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +81,27 @@ pub fn cargo_build_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
+/// Where the runner with the engine of `format` (and ONNX Runtime when `ort`) is built: the
+/// ONNX runner in [`cargo_build_dir`] (where the runner always was), the NNEF runner in its
+/// `nnef/` subdirectory, each with ONNX Runtime in `ort/` and `nnef-ort/`. One directory per
+/// feature set, because they link different crates: in one, each switch would re-link tract
+/// with fat LTO, and two builds could race for one output file.
+pub fn runner_build_dir(format: ModelFormat, ort: bool) -> PathBuf {
+    match (format, ort) {
+        (ModelFormat::Onnx, false) => cargo_build_dir(),
+        (ModelFormat::Nnef, false) => cargo_build_dir().join("nnef"),
+        (ModelFormat::Onnx, true) => cargo_build_dir().join("ort"),
+        (ModelFormat::Nnef, true) => cargo_build_dir().join("nnef-ort"),
+    }
+}
+
 /// The cargo command that builds the runner for `target` from the sources under `root` (as
 /// [`embedded::materialise`] writes them: `runner/` and `schema/`), with profile `runner` or
-/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped), and the runner's `ort`
-/// feature when the target lists the `ort` engine (without it, the tract-only binary).
-pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
+/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped), only the engine that
+/// loads `format` (cargo feature `nnef`: tract-core and tract-nnef; `onnx`: tract-onnx), and the
+/// runner's `ort` feature when the target lists the `ort` engine (without it, no ONNX Runtime
+/// code at all).
+pub fn cargo_command(target: &TargetSpec, root: &Path, format: ModelFormat) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
         .arg("build")
@@ -96,11 +113,18 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
             target.optimize.profile(),
             "--target",
             &target.triple,
+            "--no-default-features",
+            "--features",
         ])
-        .env("CARGO_TARGET_DIR", cargo_build_dir());
-    if target.wants_ort() {
-        cmd.args(["--features", "ort"]);
-    }
+        .arg(if target.wants_ort() {
+            format!("{},ort", format.name())
+        } else {
+            format.name().to_string()
+        })
+        .env(
+            "CARGO_TARGET_DIR",
+            runner_build_dir(format, target.wants_ort()),
+        );
     let upper = target.triple.to_uppercase().replace('-', "_");
     let lower = target.triple.replace('-', "_");
     if let Some(l) = &target.linker {
@@ -115,17 +139,18 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
     cmd
 }
 
-/// Builds the runner for `target` from the sources embedded in this binary and returns the
-/// binary's path.
-pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
+/// Builds the runner for `target` with the engine that loads `format` from the sources
+/// embedded in this binary and returns the binary's path.
+pub fn build_runner(target: &TargetSpec, format: ModelFormat) -> Result<PathBuf, CrossError> {
     check_toolchain(target)?;
     let root = embedded::materialise()?;
-    let out = cargo_command(target, &root)
-        .output()
-        .map_err(|e| CrossError::MissingTool {
-            tool: "cargo".into(),
-            hint: e.to_string(),
-        })?;
+    let out =
+        cargo_command(target, &root, format)
+            .output()
+            .map_err(|e| CrossError::MissingTool {
+                tool: "cargo".into(),
+                hint: e.to_string(),
+            })?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = text
@@ -142,7 +167,7 @@ pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
             tail: tail.join(" | "),
         });
     }
-    Ok(cargo_build_dir()
+    Ok(runner_build_dir(format, target.wants_ort())
         .join(&target.triple)
         .join(target.optimize.profile())
         .join("distill-edge-runner"))
@@ -165,7 +190,7 @@ mod tests {
     #[test]
     fn cargo_gets_the_linker_and_c_tools_of_the_triple() {
         let t = TargetSpec::resolve("aarch64-musl").unwrap();
-        let cmd = cargo_command(&t, Path::new("."));
+        let cmd = cargo_command(&t, Path::new("."), ModelFormat::Nnef);
         let envs: Vec<(String, String)> = cmd
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))
@@ -185,7 +210,7 @@ mod tests {
     #[test]
     fn optimize_size_selects_the_size_profile() {
         let profile_of = |t: &TargetSpec| {
-            let cmd = cargo_command(t, Path::new("."));
+            let cmd = cargo_command(t, Path::new("."), ModelFormat::Nnef);
             let args: Vec<String> = cmd
                 .get_args()
                 .map(|a| a.to_string_lossy().into_owned())
@@ -223,7 +248,7 @@ mod tests {
     fn cargo_builds_the_materialised_runner_workspace() {
         let t = TargetSpec::resolve("aarch64").unwrap();
         let root = Path::new("/cache/sources/abc");
-        let cmd = cargo_command(&t, root);
+        let cmd = cargo_command(&t, root, ModelFormat::Nnef);
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -236,24 +261,82 @@ mod tests {
         assert_eq!(cmd.get_current_dir(), Some(root));
         // tract only: the runner without the `ort` feature, the binary as it was before
         // engines existed.
-        assert!(!args.iter().any(|a| a == "--features"));
+        let i = args.iter().position(|a| a == "--features").unwrap();
+        assert_eq!(args[i + 1], "nnef");
     }
 
     #[test]
     fn a_target_with_ort_builds_the_runner_with_its_ort_feature() {
         let mut t = TargetSpec::resolve("aarch64").unwrap();
         t.engines.push(super::super::BoardEngine::Ort);
-        let args: Vec<String> = cargo_command(&t, Path::new("."))
-            .get_args()
-            .map(|a| a.to_string_lossy().into_owned())
-            .collect();
-        let i = args.iter().position(|a| a == "--features").unwrap();
-        assert_eq!(args[i + 1], "ort");
+        for format in [ModelFormat::Nnef, ModelFormat::Onnx] {
+            let cmd = cargo_command(&t, Path::new("."), format);
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            let i = args.iter().position(|a| a == "--features").unwrap();
+            assert_eq!(args[i + 1], format!("{},ort", format.name()));
+            // Its own directory: the tract-only runner of the same engine is not re-linked.
+            let dir = cmd
+                .get_envs()
+                .find(|(k, _)| *k == "CARGO_TARGET_DIR")
+                .and_then(|(_, v)| v)
+                .map(PathBuf::from)
+                .unwrap();
+            assert_eq!(dir, runner_build_dir(format, true));
+            assert_ne!(dir, runner_build_dir(format, false));
+        }
         let manifest = embedded::RUNNER_FILES
             .iter()
             .find(|(p, _)| *p == "runner/Cargo.toml")
             .map(|(_, b)| String::from_utf8_lossy(b))
             .unwrap();
         assert!(manifest.contains("ort = [\"dep:ort\"]"), "{manifest}");
+    }
+
+    /// The engine is chosen per bundle: only its feature, and a build directory of its own.
+    #[test]
+    fn each_engine_builds_with_only_its_feature_in_its_own_directory() {
+        let t = TargetSpec::resolve("aarch64").unwrap();
+        let root = Path::new("/src");
+        for format in [ModelFormat::Nnef, ModelFormat::Onnx] {
+            let cmd = cargo_command(&t, root, format);
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                args.iter().any(|a| a == "--no-default-features"),
+                "{args:?}"
+            );
+            let i = args.iter().position(|a| a == "--features").unwrap();
+            assert_eq!(args[i + 1], format.name());
+            let dir = cmd
+                .get_envs()
+                .find(|(k, _)| *k == "CARGO_TARGET_DIR")
+                .and_then(|(_, v)| v)
+                .map(PathBuf::from)
+                .unwrap();
+            assert_eq!(dir, runner_build_dir(format, false));
+        }
+        assert_ne!(
+            runner_build_dir(ModelFormat::Nnef, false),
+            runner_build_dir(ModelFormat::Onnx, false)
+        );
+        // The features exist in the runner's manifest, and the NNEF one pulls no ONNX parser.
+        let manifest = embedded::RUNNER_FILES
+            .iter()
+            .find(|(p, _)| *p == "runner/Cargo.toml")
+            .map(|(_, b)| String::from_utf8_lossy(b))
+            .unwrap();
+        assert!(
+            manifest.contains("nnef = [\"dep:tract-nnef\"]"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("onnx = [\"dep:tract-onnx\"]"),
+            "{manifest}"
+        );
     }
 }
