@@ -395,6 +395,9 @@ pub fn print_human(r: &BenchReport) {
     if let Some(cpu) = &r.emulated_cpu {
         println!("emulated CPU: {cpu} ({})", crate::device::bench::EMULATED);
     }
+    if let Some(d) = &r.cpu_description {
+        println!("CPU description: {d}");
+    }
     let models: Vec<String> = r
         .sizes
         .models

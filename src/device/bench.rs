@@ -127,6 +127,11 @@ pub struct BenchReport {
     /// Under emulation: the CPU emulated (the target's `-cpu`), else `None`.
     #[serde(default)]
     pub emulated_cpu: Option<String>,
+    /// When the runner was shown a synthetic CPU description (qemu: `/proc/cpuinfo` and
+    /// `/sys/devices/system/cpu` of the emulated CPU, `device::guest_cpu`), what it was;
+    /// `environment`'s CPU figures then come from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_description: Option<String>,
     /// Sizes on disk.
     #[serde(default)]
     pub sizes: Sizes,
@@ -514,7 +519,8 @@ pub fn run_bundle(
     if overrides.profile {
         args.push("--profile".into());
     }
-    // CPU-feature overrides matter only under emulation, where /proc/cpuinfo is the host's.
+    // CPU-feature overrides matter only under emulation, where /proc/cpuinfo is the host's or
+    // a synthetic one.
     let env: Vec<(String, String)> = if transport.is_emulated() {
         target.env.clone().into_iter().collect()
     } else {
@@ -590,6 +596,8 @@ pub fn run_bundle(
             transport.describe()
         ));
     }
+    let cpu_description = transport.cpu_note();
+    notes.extend(cpu_description.clone());
     if !manifest.inputs.is_empty() && manifest.host.iter().all(|h| h.correct.is_none()) {
         notes.push(format!(
             "inputs: {}: no accuracy on the device either",
@@ -610,6 +618,7 @@ pub fn run_bundle(
         inputs: manifest.inputs.clone(),
         environment: result.environment.clone(),
         emulated_cpu: if emulated { emulated_cpu(target) } else { None },
+        cpu_description,
         sizes: sizes(bundle, &manifest),
         checks: Vec::new(),
         shard_sha256: manifest

@@ -12,6 +12,7 @@
 pub mod baseline;
 pub mod bench;
 pub mod fleet;
+pub mod guest_cpu;
 pub mod local;
 pub mod qemu;
 pub mod ssh;
@@ -163,6 +164,11 @@ pub trait Transport {
     fn describe(&self) -> String;
     /// Whether latency measured there is real hardware latency (false for qemu).
     fn is_emulated(&self) -> bool;
+    /// When the program is shown a CPU description that is not the machine's own (qemu with
+    /// a described `-cpu`: [`guest_cpu`]), what results say about it.
+    fn cpu_note(&self) -> Option<String> {
+        None
+    }
     /// Copies the local bundle directory to the device.
     fn upload(&self, bundle: &Path) -> Result<RemoteBundle, DeviceError>;
     /// Runs `program` (a path relative to the bundle dir) with `args` in the bundle dir, with

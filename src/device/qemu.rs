@@ -1,10 +1,14 @@
 //! Runs bundles on this host under a user-mode emulator (qemu-user), for targets whose
-//! binaries this CPU cannot run. Latency measured this way is not hardware latency.
+//! binaries this CPU cannot run. Latency measured this way is not hardware latency. Where the
+//! emulated CPU has a description ([`super::guest_cpu`]), each run gets its own sysroot prefix
+//! in which `/proc/cpuinfo` and `/sys/devices/system/cpu` describe that CPU instead of this
+//! host's.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use super::guest_cpu::{self, CpuDescription, GuestRoot};
 use super::{DeviceError, RemoteBundle, RunOutput, Transport, check_run_args, local};
 use crate::fsutil::find_program;
 
@@ -44,6 +48,45 @@ impl QemuTransport {
         } else {
             Err(missing(tool))
         }
+    }
+
+    /// The emulated CPU's description (the emulator's `-cpu`), where [`guest_cpu::describe`]
+    /// has one.
+    pub fn cpu_description(&self) -> Option<&'static CpuDescription> {
+        let i = self.emulator.iter().position(|a| a == "-cpu")?;
+        guest_cpu::describe(self.emulator.get(i + 1)?)
+    }
+
+    /// The sysroot the emulator reads the guest's files through: its `-L`, else
+    /// `QEMU_LD_PREFIX`.
+    fn sysroot(&self) -> Option<PathBuf> {
+        match self.emulator.iter().position(|a| a == "-L") {
+            Some(i) => self.emulator.get(i + 1).map(PathBuf::from),
+            None => std::env::var_os("QEMU_LD_PREFIX")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+
+    /// The emulator's arguments after its program, with `-L` pointing at `root` (added when
+    /// the emulator had none).
+    fn arguments_with_root(&self, root: &Path) -> Vec<std::ffi::OsString> {
+        let mut out: Vec<std::ffi::OsString> = Vec::new();
+        let mut words = self.emulator[1..].iter();
+        let mut replaced = false;
+        while let Some(w) = words.next() {
+            out.push(w.into());
+            if w == "-L" {
+                words.next();
+                out.push(root.as_os_str().to_owned());
+                replaced = true;
+            }
+        }
+        if !replaced {
+            out.push("-L".into());
+            out.push(root.as_os_str().to_owned());
+        }
+        out
     }
 }
 
@@ -102,11 +145,29 @@ impl Transport for QemuTransport {
             }
             None => Command::new(&self.emulator[0]),
         };
-        cmd.args(&self.emulator[1..])
-            .arg(Path::new(&bundle.dir).join(program))
-            .args(args);
+        // Removed when the run is over.
+        let root = match self.cpu_description() {
+            Some(cpu) => Some(
+                GuestRoot::create(self.sysroot().as_deref(), cpu, &guest_cpu::host_cpus())
+                    .map_err(|e| DeviceError::Invalid {
+                        device: device.clone(),
+                        message: format!("the emulated CPU's description: {e}"),
+                    })?,
+            ),
+            None => None,
+        };
+        match &root {
+            Some(root) => cmd.args(self.arguments_with_root(root.path())),
+            None => cmd.args(&self.emulator[1..]),
+        };
+        cmd.arg(Path::new(&bundle.dir).join(program)).args(args);
         let tool = self.emulator[0].clone();
         run_in_bundle_or_missing(&device, bundle, cmd, program, env, timeout, &tool)
+    }
+
+    fn cpu_note(&self) -> Option<String> {
+        self.cpu_description()
+            .map(|cpu| cpu.note(guest_cpu::host_cpus().len()))
     }
 
     fn download(&self, bundle: &RemoteBundle, file: &str, local: &Path) -> Result<(), DeviceError> {
@@ -225,6 +286,90 @@ int main(int argc, char **argv) {
         );
         t.cleanup(&placed).unwrap();
         assert!(!Path::new(&placed.dir).exists());
+    }
+
+    const CPUINFO: &str = r#"
+#include <stdio.h>
+int main(void) {
+    const char *files[] = {"/proc/cpuinfo", "/sys/devices/system/cpu/online",
+                           "/sys/devices/system/cpu/cpu0/cache/index2/size"};
+    for (int i = 0; i < 3; i++) {
+        FILE *f = fopen(files[i], "r");
+        if (!f) return 2;
+        char line[256];
+        while (fgets(line, sizeof line, f)) fputs(line, stdout);
+        fclose(f);
+    }
+    return 0;
+}
+"#;
+
+    /// Under qemu-user the guest reads the emulated CPU's description, not the x86 host's:
+    /// through the target's sysroot (`-L`, dynamic binaries) or without one (static).
+    #[test]
+    fn the_guest_reads_the_emulated_cpus_description() {
+        if find_program("qemu-aarch64-static").is_none()
+            || find_program("aarch64-linux-gnu-gcc").is_none()
+        {
+            crate::testing::missing_tool(
+                "qemu-aarch64-static or aarch64-linux-gnu-gcc",
+                "apt-get install qemu-user-static gcc-aarch64-linux-gnu (scripts/setup.sh does)",
+            );
+            return;
+        }
+        let bundle = tempfile::tempdir().unwrap();
+        let src = bundle.path().join("cpuinfo.c");
+        fs::write(&src, CPUINFO).unwrap();
+        for (binary, flags) in [("dynamic", &[][..]), ("static", &["-static"][..])] {
+            let status = Command::new("aarch64-linux-gnu-gcc")
+                .args(flags)
+                .args(["-O1", "-o"])
+                .arg(bundle.path().join(binary))
+                .arg(&src)
+                .status()
+                .unwrap();
+            assert!(status.success(), "cross-compiling failed");
+        }
+        let cpus = guest_cpu::host_cpus();
+        let with_sysroot = [
+            "qemu-aarch64-static",
+            "-cpu",
+            "cortex-a72",
+            "-L",
+            "/usr/aarch64-linux-gnu",
+        ];
+        for (emulator, binary) in [
+            (&with_sysroot[..], "dynamic"),
+            (&with_sysroot[..3], "static"),
+        ] {
+            let t = QemuTransport::new(emulator.iter().map(|s| s.to_string()).collect());
+            let note = t.cpu_note().unwrap();
+            assert!(note.contains("synthetic Arm Cortex-A72"), "{note}");
+            let placed = t.upload(bundle.path()).unwrap();
+            let out = t
+                .run(&placed, binary, &[], &[], Duration::from_secs(60))
+                .unwrap();
+            assert_eq!(out.status, Some(0), "{binary}: {out:?}");
+            let text = &out.stdout;
+            assert_eq!(
+                text.matches("CPU part\t: 0xd08\n").count(),
+                cpus.len(),
+                "{binary}: {text}"
+            );
+            assert!(!text.contains("vendor_id"), "{binary}: the host's: {text}");
+            assert!(
+                text.contains(&format!("{}\n1024K\n", guest_cpu::cpu_list(&cpus))),
+                "{binary}: {text}"
+            );
+            t.cleanup(&placed).unwrap();
+        }
+        // A CPU without a description: the guest reads the host's files, as before.
+        let t = QemuTransport::new(
+            ["qemu-aarch64-static", "-cpu", "max"]
+                .map(String::from)
+                .to_vec(),
+        );
+        assert_eq!(t.cpu_note(), None);
     }
 
     #[test]
