@@ -36,8 +36,9 @@ fn missing_cross_tool() -> Option<String> {
         .map(String::from)
 }
 
+/// Under qemu the runner sees a synthetic Cortex-A72 (`device::guest_cpu`): without it ONNX
+/// Runtime's CPU detection found the x86 host's `/proc/cpuinfo` and crashed while loading.
 #[test]
-#[ignore = "ONNX Runtime 1.32 segfaults in its CPU detection under qemu-user 7.2 (it reads the x86 host's /sys); docs/BENCHMARKS.md"]
 fn onnx_runtime_on_aarch64_under_qemu_matches_the_host() {
     if let Some(tool) = missing_cross_tool() {
         distill_edge::testing::missing_tool(&tool, "scripts/setup.sh installs it");
@@ -87,6 +88,11 @@ fn onnx_runtime_on_aarch64_under_qemu_matches_the_host() {
         .find(|f| f["path"] == "libonnxruntime.so")
         .unwrap_or_else(|| panic!("the library is not listed: {manifest}"));
     assert!(lib["bytes"].as_u64().unwrap() > 1_000_000, "{lib}");
+    // tract runs the NNEF file; ONNX Runtime, which reads no NNEF, the ONNX file beside it.
+    let model = &manifest["models"][0];
+    assert_eq!(model["format"], "nnef", "{manifest}");
+    assert_eq!(model["onnx_file"], "student-fp32.onnx", "{manifest}");
+    assert!(p.join("dist/student-fp32.onnx").is_file());
 
     let v = run_ok_json(
         p,
@@ -101,6 +107,20 @@ fn onnx_runtime_on_aarch64_under_qemu_matches_the_host() {
     );
     assert_eq!(v["passed"], true, "{v}");
     assert_eq!(v["emulated"], true, "{v}");
+    // The guest saw the emulated CPU's (synthetic) description, and the result says so.
+    let described = v["cpu_description"].as_str().unwrap_or_default();
+    assert!(described.contains("synthetic Arm Cortex-A72"), "{v}");
+    assert!(
+        v["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == described),
+        "{v}"
+    );
+    let env = &v["environment"];
+    assert_eq!(env["tract_cpu_kind"], "CortexA72", "{env}");
+    assert_eq!(env["cpu_model"], "ARM implementer 0x41 part 0xd08", "{env}");
     let models = v["models"].as_array().unwrap();
     let engines: Vec<&str> = models
         .iter()

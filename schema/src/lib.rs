@@ -797,7 +797,10 @@ mod tests {
             bytes: 0,
         });
         let err = m.check_listed().unwrap_err();
-        assert!(err.starts_with("m.nnef.tar") && err.contains("onnx_file"), "{err}");
+        assert!(
+            err.starts_with("m.nnef.tar") && err.contains("onnx_file"),
+            "{err}"
+        );
         m.models[0].onnx_file = Some("m.onnx".into());
         assert_eq!(m.models[0].ort_file(), Some("m.onnx"));
         assert_eq!(m.check_listed(), Ok(()));

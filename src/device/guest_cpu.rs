@@ -185,11 +185,7 @@ pub struct GuestRoot {
 impl GuestRoot {
     /// Writes the prefix for `cpu` on the CPUs `ids`, linking the entries of `sysroot` (the
     /// target's `-L` directory) except `proc` and `sys`.
-    pub fn create(
-        sysroot: Option<&Path>,
-        cpu: &CpuDescription,
-        ids: &[usize],
-    ) -> io::Result<Self> {
+    pub fn create(sysroot: Option<&Path>, cpu: &CpuDescription, ids: &[usize]) -> io::Result<Self> {
         let dir = crate::fsutil::fresh_temp_dir("distill-edge-qemu-root")?;
         let root = dir.path();
         if let Some(sysroot) = sysroot {
@@ -349,7 +345,11 @@ mod tests {
             fs::read_to_string(cpu.join("cpu0/cache/index2/size")).unwrap(),
             "1024K\n"
         );
-        assert!(root.note.contains("synthetic Arm Cortex-A72"), "{}", root.note);
+        assert!(
+            root.note.contains("synthetic Arm Cortex-A72"),
+            "{}",
+            root.note
+        );
         assert!(root.note.contains("3 CPUs"), "{}", root.note);
         drop(root);
         assert!(!p.exists(), "removed when dropped");
