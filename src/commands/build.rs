@@ -290,8 +290,13 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
         Some(r) => anyhow::bail!("--runner {}: no such file", r.display()),
         None => {
             reporter.line(format!(
-                "cross-compiling the runner ({} engine) for {} ({})",
+                "cross-compiling the runner ({} engine{}) for {} ({})",
                 format.name(),
+                if target.wants_ort() {
+                    " + ONNX Runtime"
+                } else {
+                    ""
+                },
                 target.name,
                 target.triple
             ));

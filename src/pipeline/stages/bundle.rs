@@ -76,8 +76,13 @@ impl Stage for Bundle {
             reporter.line(format!("shipping ONNX and the tract-onnx runner: {why}"));
         }
         reporter.line(format!(
-            "cross-compiling the runner ({} engine) for {} ({})",
+            "cross-compiling the runner ({} engine{}) for {} ({})",
             format.name(),
+            if target.wants_ort() {
+                " + ONNX Runtime"
+            } else {
+                ""
+            },
             target.name,
             target.triple
         ));
