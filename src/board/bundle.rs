@@ -476,6 +476,11 @@ mod tests {
         assert!(m.models[0].nnef_check.is_some());
         assert!(m.entry("student-fp32.nnef.tar").is_some());
         assert_eq!(m.onnx_fallback, None);
+        // Without ONNX Runtime on the target, no ONNX file rides along with the NNEF one.
+        assert_eq!(m.models[0].onnx_file, None);
+        assert_eq!(m.ort_library, None);
+        assert!(m.entry("student-fp32.onnx").is_none());
+        assert!(!dir.path().join("nnef/student-fp32.onnx").exists());
         let m = write("onnx", &mixed);
         assert_eq!(
             m.models.iter().map(|e| e.file.as_str()).collect::<Vec<_>>(),
