@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::quant::Int8Form;
 use crate::data::Dataset;
@@ -31,7 +31,7 @@ const MAX_SAMPLES: usize = 4 << 20;
 const CHUNK: usize = 128;
 
 /// The training images used: calibration and held-out validation, disjoint.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CalibrationPlan {
     /// Always `"train"`: the split both index lists point into.
     pub split: String,
@@ -237,7 +237,7 @@ pub struct Int8Request {
 }
 
 /// One candidate measured by the search.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SearchStep {
     /// What was tried.
     pub step: String,
@@ -250,7 +250,7 @@ pub struct SearchStep {
 }
 
 /// The int8 report (`int8.json` beside the models).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Int8Report {
     /// `int8` when an int8 model ships, `fp32 only` when none met the budget.
     pub shipped: String,

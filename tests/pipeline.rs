@@ -84,7 +84,18 @@ fn stages_rebuild_only_when_their_inputs_change() {
     let report = p.join("runs/pipe/report.html");
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.len() > 4000, "report too small");
-    assert!(p.join("runs/pipe/report.md").is_file());
+    // The quantization section: what shipped, the layers kept in float and the top-1 of
+    // each step from the teacher to the int8 student, the student's from tract's host check.
+    let md = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
+    let quant = &md[md.find("## Quantization").expect("a quantization section")..];
+    for line in [
+        "kept in float: none",
+        "| teacher |",
+        "| student fp32 | student.onnx, tract host check |",
+        "| student int8 | student.int8.onnx, tract host check |",
+    ] {
+        assert!(quant.contains(line), "{line}: {quant}");
+    }
     let plots: Vec<_> = std::fs::read_dir(p.join("runs/pipe/plots"))
         .unwrap()
         .collect();

@@ -43,7 +43,7 @@ pub enum CalibrationKind {
 }
 
 /// A resolved calibration method.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "method")]
 pub enum Calibration {
     /// Observed (min, max).

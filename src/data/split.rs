@@ -59,6 +59,19 @@ impl HeldOut {
     }
 }
 
+/// What [`hold_out`] appends to the training split's name to name the validation images.
+const VALIDATION_SUFFIX: &str = " (validation)";
+
+/// The split `d` is, for per-epoch logs: `validation` for the images [`hold_out`] held out,
+/// else `test`.
+pub fn split_label(d: &Dataset) -> &'static str {
+    if d.name.ends_with(VALIDATION_SUFFIX) {
+        "validation"
+    } else {
+        "test"
+    }
+}
+
 /// Holds `split.images` images of `splits.train` out as a stratified validation set.
 ///
 /// Errors when the number is zero or leaves a class without training images.
@@ -122,7 +135,7 @@ pub fn hold_out(splits: &Splits, split: &ValidationSplit) -> Result<HeldOut, Dat
     }
     let train_indices: Vec<usize> = (0..train.len()).filter(|&i| !held[i]).collect();
     let mut validation = train.subset(&validation_indices);
-    validation.name = format!("{} (validation)", train.name);
+    validation.name = format!("{}{VALIDATION_SUFFIX}", train.name);
     Ok(HeldOut {
         train: train.subset(&train_indices),
         validation,
@@ -180,6 +193,9 @@ mod tests {
         .unwrap();
         assert_eq!(h.validation.len(), 10);
         assert_eq!(h.train.len(), 90);
+        // Per-epoch logs name the split they measure on.
+        assert_eq!(split_label(&h.validation), "validation");
+        assert_eq!(split_label(&h.test), "test");
         let mut all: Vec<usize> = h
             .train_indices
             .iter()

@@ -2,7 +2,7 @@
 //! minimises the quantization error (MSE) of the observed values. Pure numbers; which images
 //! are run and how is `onnx::export`'s business.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::qdq::activation_qparams;
 pub use crate::config::quant::Calibration;
@@ -29,7 +29,7 @@ pub enum CalibrationError {
 }
 
 /// How a range was chosen, for reports.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RangeChoice {
     /// Observed (min, max).
     pub observed: (f32, f32),

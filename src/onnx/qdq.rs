@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::proto::{self, ProtoError, pb};
 
@@ -49,7 +49,7 @@ impl Default for QuantizeOptions {
 pub type Ranges = HashMap<String, (f32, f32)>;
 
 /// What [`quantize_qdq`] did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QdqSummary {
     /// Conv and MatMul nodes now reading dequantized int8 tensors.
     pub quantized_nodes: usize,

@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::proto::{self, ProtoError, pb};
 use super::qdq::{
@@ -31,7 +31,7 @@ use super::qdq::{
 };
 
 /// What [`quantize_qop`] did.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct QopSummary {
     /// Layers (see [`layer_name`]) now running in integer arithmetic, in graph order.
     pub int8_layers: Vec<String>,

@@ -4,10 +4,10 @@ use std::path::Path;
 
 use super::stage::status;
 use super::stages::check::CHECK_FILE;
-use super::stages::export::FP32_FILE;
+use super::stages::export::{FP32_FILE, INT8_FILE, INT8_REPORT_FILE};
 use super::{BENCH_FILE, BuildSummary, EVAL_FILE, HostCheckRecord, StageEval};
 use crate::device::bench::BenchReport;
-use crate::report::{Curve, ModelRow, ReportInput, StageRow};
+use crate::report::{ChainStep, Curve, ModelRow, Quantization, ReportInput, StageRow};
 use crate::train::Checkpoint;
 use crate::train::supervised::MODEL_FILE;
 
@@ -111,6 +111,7 @@ pub fn report_input(
             devices.push(d);
         }
     }
+    let quantization = quantization(summary, &models, &host_checks, &host_check_models);
     let mut notes = Vec::new();
     let student_epochs = config.student.train.total_epochs();
     if student_epochs < 20 {
@@ -143,7 +144,68 @@ pub fn report_input(
         host_check_models,
         devices,
         notes,
+        quantization,
     }
+}
+
+/// The quantization section: the export stage's `int8.json` (when it wrote one) and the top-1
+/// on the test split of the teacher (as evaluated by its stage), the fp32 student and the int8
+/// student (tract's host check of the exported files; the student stage's own figure when no
+/// host check ran).
+fn quantization(
+    summary: &BuildSummary,
+    models: &[ModelRow],
+    host_checks: &[crate::hostcheck::EngineReport],
+    host_check_models: &[String],
+) -> Option<Quantization> {
+    let export = summary
+        .stages
+        .iter()
+        .find(|s| s.stage == "export" && s.status != status::SKIPPED)?;
+    let int8: crate::quantize::Int8Report = read_json(&export.dir.join(INT8_REPORT_FILE))?;
+    let tract = |model: &str| {
+        host_checks
+            .iter()
+            .zip(host_check_models)
+            .find(|(e, m)| e.engine == "tract" && m.as_str() == model)
+            .and_then(|(e, _)| e.accuracy)
+    };
+    let row = |role: &str| models.iter().find(|m| m.role.starts_with(role));
+    let mut chain = Vec::new();
+    if let Some(t) = row("teacher") {
+        chain.push(ChainStep {
+            step: "teacher".into(),
+            measured: format!("{}, its stage's evaluation", t.architecture),
+            accuracy: t.accuracy,
+        });
+    }
+    let student = models
+        .iter()
+        .find(|m| m.role.starts_with("student (") && m.onnx_bytes.is_some());
+    chain.push(match (tract("fp32"), student) {
+        (Some(a), _) => ChainStep {
+            step: "student fp32".into(),
+            measured: format!("{FP32_FILE}, tract host check"),
+            accuracy: Some(a),
+        },
+        (None, s) => ChainStep {
+            step: "student fp32".into(),
+            measured: "the student stage's evaluation".into(),
+            accuracy: s.and_then(|s| s.accuracy),
+        },
+    });
+    chain.push(ChainStep {
+        step: "student int8".into(),
+        measured: if int8.reason.is_some() {
+            "not shipped".into()
+        } else if tract("int8").is_some() {
+            format!("{INT8_FILE}, tract host check")
+        } else {
+            "no host check ran".into()
+        },
+        accuracy: tract("int8"),
+    });
+    Some(Quantization { int8, chain })
 }
 
 /// Current time as `YYYY-MM-DD HH:MM UTC` (civil-from-days, no time-zone database needed).

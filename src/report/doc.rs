@@ -108,6 +108,7 @@ pub(super) fn build(input: &ReportInput, plots: &[Plot]) -> Document {
     stages(input, &mut b);
     models(&input.models, &mut b);
     host(input, &mut b);
+    quantization(input, &mut b);
     devices(&input.devices, &mut b);
     b.push(Block::Heading(2, "Notes".into(), None));
     if input.notes.is_empty() {
@@ -530,6 +531,142 @@ fn host_row(e: &EngineReport, model: &str) -> Vec<Cell> {
         Cell::plain(rel),
         verdict,
     ]
+}
+
+/// The int8 section: what shipped, the top-1 of each step from the teacher to the int8 student,
+/// the layers kept in float and every candidate of the accuracy-aware search.
+fn quantization(input: &ReportInput, b: &mut Vec<Block>) {
+    let Some(q) = &input.quantization else {
+        return;
+    };
+    let r = &q.int8;
+    let badge = if r.reason.is_none() {
+        ("int8 shipped".to_string(), Tone::Good)
+    } else {
+        ("fp32 only".to_string(), Tone::Warn)
+    };
+    b.push(Block::Heading(2, "Quantization".into(), Some(badge)));
+    let calibration = match r.calibration {
+        crate::config::quant::Calibration::MinMax => "min-max".to_string(),
+        crate::config::quant::Calibration::Percentile { percentile } => {
+            format!("percentile {percentile}")
+        }
+        crate::config::quant::Calibration::Mse => "mse".to_string(),
+    };
+    let form = match r.form.as_str() {
+        "qoperator" => "qoperator (QLinearConv, MatMulInteger: integer kernels)",
+        "qdq" => "qdq (QuantizeLinear/DequantizeLinear around float operators)",
+        other => other,
+    };
+    b.push(Block::Meta(vec![
+        ("form".into(), form.into()),
+        (
+            "calibration".into(),
+            format!(
+                "{calibration}, {} weight scales, on {} {} images; top-1 drop measured on {} other {} images",
+                if r.per_channel_weights {
+                    "per-channel"
+                } else {
+                    "per-tensor"
+                },
+                r.images.calibration.len(),
+                r.images.split,
+                r.images.validation.len(),
+                r.images.split,
+            ),
+        ),
+        (
+            "budget".into(),
+            r.max_accuracy_drop.map_or_else(
+                || "none (every layer int8 unless listed in float-layers)".into(),
+                |d| format!("max-accuracy-drop {d} points"),
+            ),
+        ),
+    ]));
+    if let Some(reason) = &r.reason {
+        b.push(Block::Callout(
+            Tone::Warn,
+            format!("Only the fp32 model ships: {reason}"),
+            Vec::new(),
+        ));
+    }
+    let mut chain = Table::new(&[
+        ("step", false),
+        ("measured", false),
+        ("top-1 (test)", true),
+        ("drop from the step before", true),
+    ]);
+    let mut before: Option<f64> = None;
+    for s in &q.chain {
+        let drop = match (before, s.accuracy) {
+            (Some(p), Some(a)) => points(p - a),
+            _ => "-".into(),
+        };
+        chain.rows.push(vec![
+            Cell::plain(&s.step),
+            Cell::plain(&s.measured),
+            Cell::plain(fmt::opt_pct(s.accuracy)),
+            Cell::plain(drop),
+        ]);
+        before = s.accuracy.or(before);
+    }
+    b.push(Block::Table(chain));
+    let held_out = match (r.int8_accuracy, r.drop_points) {
+        (Some(a), Some(d)) => format!(
+            "On the held-out {} images: fp32 {}, int8 {} (drop {}).",
+            r.images.split,
+            fmt::pct(r.fp32_accuracy),
+            fmt::pct(a),
+            points(d / 100.0)
+        ),
+        _ => format!(
+            "On the held-out {} images: fp32 {}.",
+            r.images.split,
+            fmt::pct(r.fp32_accuracy)
+        ),
+    };
+    b.push(Block::Para(held_out));
+    let names = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    b.push(Block::List(vec![
+        format!("int8 layers: {}", names(&r.int8_layers)),
+        format!("kept in float: {}", names(&r.float_layers)),
+    ]));
+    if !r.layer_drops.is_empty() {
+        let mut t = Table::new(&[("layer alone in int8", false), ("drop", true)]);
+        for (layer, d) in &r.layer_drops {
+            t.rows
+                .push(vec![Cell::code(layer), Cell::plain(points(d / 100.0))]);
+        }
+        b.push(Block::Table(t));
+    }
+    if r.steps.len() > 1 || r.max_accuracy_drop.is_some() {
+        let mut t = Table::new(&[
+            ("search step", false),
+            ("layers in float", false),
+            ("top-1 (held out)", true),
+            ("drop", true),
+        ]);
+        for s in &r.steps {
+            t.rows.push(vec![
+                Cell::plain(&s.step),
+                Cell::plain(names(&s.float_layers)),
+                Cell::plain(fmt::pct(s.accuracy)),
+                Cell::plain(points(s.drop_points / 100.0)),
+            ]);
+        }
+        b.push(Block::Table(t));
+    }
+}
+
+/// A top-1 difference (a fraction) in points, signed: `0.05 points`, `-0.10 points`.
+fn points(fraction: f64) -> String {
+    format!("{:.2} points", fraction * 100.0)
 }
 
 fn devices(devices: &[BenchReport], b: &mut Vec<Block>) {

@@ -55,6 +55,30 @@ pub struct ReportInput {
     pub devices: Vec<crate::device::bench::BenchReport>,
     /// Honest remarks to print (e.g. `short schedule: ...`).
     pub notes: Vec<String>,
+    /// The int8 model's quantization; `None` when the build made no int8 model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
+}
+
+/// The report's quantization section: what the export stage wrote to `int8.json`, and the
+/// top-1 of each step from the teacher to the int8 student.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Quantization {
+    /// The export stage's `int8.json`.
+    pub int8: crate::quantize::Int8Report,
+    /// Teacher, student fp32, student int8, in that order.
+    pub chain: Vec<ChainStep>,
+}
+
+/// One step of the teacher -> student fp32 -> student int8 chain.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainStep {
+    /// `teacher`, `student fp32` or `student int8`.
+    pub step: String,
+    /// What was measured, and how (e.g. `student.int8.onnx, tract`).
+    pub measured: String,
+    /// Top-1 on the test split; `None` when it was not measured.
+    pub accuracy: Option<f64>,
 }
 
 /// One build stage.

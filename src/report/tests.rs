@@ -303,6 +303,7 @@ fn input() -> ReportInput {
             "short schedule: 8 teacher epochs instead of 50 (quick profile)".into(),
             "student top-1 measured on the full 10000-image test split".into(),
         ],
+        quantization: None,
     }
 }
 
@@ -471,6 +472,7 @@ fn empty_input_still_makes_a_report() {
         host_check_models: vec![],
         devices: vec![],
         notes: vec![],
+        quantization: None,
     };
     let files = write_report(tmp.path(), &input).unwrap();
     assert!(files.plots.is_empty());
@@ -707,4 +709,96 @@ fn a_failed_stage_is_shown_with_its_error() {
     );
     let html = read(&files.html);
     assert!(html.contains("int8: calibration found no finite range"));
+}
+
+/// An `int8.json` of a searched run: the first conv pushed the drop over the budget and was kept
+/// in float.
+fn searched_int8() -> crate::quantize::Int8Report {
+    serde_json::from_value(serde_json::json!({
+        "shipped": "int8", "reason": null, "form": "qoperator",
+        "calibration": { "method": "percentile", "percentile": 99.9 },
+        "per_channel_weights": true,
+        "images": { "split": "train", "calibration": [0, 5, 9], "validation": [1, 2, 3, 4] },
+        "fp32_accuracy": 0.9, "int8_accuracy": 0.895, "drop_points": 0.5,
+        "max_accuracy_drop": 0.6,
+        "int8_layers": ["blocks.1.conv", "head"], "float_layers": ["blocks.0.conv"],
+        "layer_drops": [["blocks.0.conv", 1.25], ["blocks.1.conv", 0.25], ["head", 0.0]],
+        "steps": [
+            { "step": "every layer int8", "float_layers": [], "accuracy": 0.8825, "drop_points": 1.75 },
+            { "step": "keep blocks.0.conv in float", "float_layers": ["blocks.0.conv"], "accuracy": 0.895, "drop_points": 0.5 }
+        ],
+        "qoperator": null, "qdq": null, "ranges": []
+    }))
+    .unwrap()
+}
+
+#[test]
+fn the_quantization_section_lists_float_layers_and_the_drop_of_each_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut input = input();
+    let chain = |step: &str, accuracy: Option<f64>| crate::report::ChainStep {
+        step: step.into(),
+        measured: "m".into(),
+        accuracy,
+    };
+    input.quantization = Some(crate::report::Quantization {
+        int8: searched_int8(),
+        chain: vec![
+            chain("teacher", Some(0.91)),
+            chain("student fp32", Some(0.885)),
+            chain("student int8", Some(0.8835)),
+        ],
+    });
+    let files = write_report(tmp.path(), &input).unwrap();
+    let md = read(&files.markdown);
+    let section = &md[md.find("## Quantization").expect("a quantization section")..];
+    let section = &section[..section.find("## Devices").unwrap()];
+    assert!(section.contains("int8 shipped"), "{section}");
+    assert!(
+        section.contains("kept in float: blocks.0.conv"),
+        "{section}"
+    );
+    assert!(
+        section.contains("int8 layers: blocks.1.conv, head"),
+        "{section}"
+    );
+    assert!(
+        section.contains("percentile 99.9, per-channel weight scales, on 3 train images"),
+        "{section}"
+    );
+    // Teacher -> fp32 -> int8: 91 % -> 88.5 % (2.50 points) -> 88.35 % (0.15 points).
+    assert!(section.contains("2.50 points"), "{section}");
+    assert!(section.contains("0.15 points"), "{section}");
+    // The search: the per-layer drops and both candidates.
+    assert!(section.contains("1.25 points"), "{section}");
+    assert!(section.contains("keep blocks.0.conv in float"), "{section}");
+    assert!(section.contains("1.75 points"), "{section}");
+    assert!(section.contains("drop 0.50 points"), "{section}");
+    let html = read(&files.html);
+    assert!(html.contains("kept in float: blocks.0.conv"));
+}
+
+#[test]
+fn an_fp32_only_build_says_why_in_the_quantization_section() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut input = input();
+    let mut int8 = searched_int8();
+    int8.shipped = "fp32 only".into();
+    int8.reason = Some("no set of int8 layers met max-accuracy-drop 0.1".into());
+    int8.int8_accuracy = None;
+    int8.drop_points = None;
+    input.quantization = Some(crate::report::Quantization {
+        int8,
+        chain: vec![],
+    });
+    let md = read(&write_report(tmp.path(), &input).unwrap().markdown);
+    assert!(md.contains("fp32 only"), "{md}");
+    assert!(
+        md.contains("Only the fp32 model ships: no set of int8 layers met max-accuracy-drop 0.1"),
+        "{md}"
+    );
+    assert!(
+        md.contains("On the held-out train images: fp32 90.00%."),
+        "{md}"
+    );
 }

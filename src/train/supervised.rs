@@ -311,11 +311,12 @@ pub fn fit(
             seconds: totals.seconds,
             images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
         };
+        let eval = crate::data::split::split_label(&splits.test);
         let train_acc = totals
             .accuracy
             .map_or(String::new(), |a| format!("  train {:.2}%", 100.0 * a));
         reporter.line(format!(
-            "epoch {epoch:>3}/{total}  {phase}  lr {lr:.0e}  loss {:.4}{train_acc}  test loss {test_loss:.4}  test {:.2}%  {:.1}s ({:.0} img/s)",
+            "epoch {epoch:>3}/{total}  {phase}  lr {lr:.0e}  loss {:.4}{train_acc}  {eval} loss {test_loss:.4}  {eval} {:.2}%  {:.1}s ({:.0} img/s)",
             totals.loss,
             100.0 * test_accuracy,
             totals.seconds,
