@@ -537,10 +537,10 @@ pub fn method_parser() -> impl TypedValueParser<Value = Method> {
 /// `--optimize` values: the CLI mirror of [`Optimize`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OptimizeArg {
-    /// Profile `runner` (opt-level 3): the fastest runner (about 19 MB on aarch64).
+    /// Profile `runner` (opt-level 3): the fastest runner (about 15 MB on aarch64).
     Speed,
-    /// Profile `runner-size` (opt-level "z"): about 8 MB on aarch64, same outputs, 1.5-1.7x
-    /// the latency on x86_64 (docs/BENCHMARKS.md).
+    /// Profile `runner-size` (opt-level "z", position-dependent): about 6 MB on aarch64, same
+    /// outputs, 1.5-1.7x the latency on x86_64 (docs/BENCHMARKS.md).
     Size,
 }
 
@@ -624,7 +624,8 @@ pub struct BuildArgs {
     #[arg(long, short, value_delimiter = ',', value_name = "TARGET")]
     pub target: Vec<String>,
     /// Build the runner for speed or size (default: the target file's `optimize`, else
-    /// speed). `size` makes it about 2.3x smaller and slower; see docs/BENCHMARKS.md.
+    /// speed). `size` makes it about 2.5x smaller (15.0 to 5.85 MB on aarch64) and slower;
+    /// see docs/BENCHMARKS.md.
     #[arg(long, value_name = "GOAL", value_parser = optimize_parser())]
     pub optimize: Option<crate::board::Optimize>,
     /// Pipeline config (default configs/pipeline/fashion-mnist.toml); with --model, the config whose

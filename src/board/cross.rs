@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::TargetSpec;
 use super::embedded::{self, MaterialiseError};
+use super::{Optimize, TargetSpec};
 use distill_edge_schema::ModelFormat;
 
 /// Why the runner could not be built.
@@ -136,8 +136,25 @@ pub fn cargo_command(target: &TargetSpec, root: &Path, format: ModelFormat) -> C
     if let Some(ar) = &target.ar {
         cmd.env(format!("AR_{lower}"), ar);
     }
+    if target.optimize == Optimize::Size {
+        // Added to the target's own flags from the environment, if any (a `RUSTFLAGS` in the
+        // environment overrides both, as cargo documents: the runner is then larger, not wrong).
+        let key = format!("CARGO_TARGET_{upper}_RUSTFLAGS");
+        let flags = match std::env::var(&key) {
+            Ok(own) if !own.trim().is_empty() => format!("{own} {SIZE_RUSTFLAGS}"),
+            _ => SIZE_RUSTFLAGS.to_string(),
+        };
+        cmd.env(key, flags);
+    }
     cmd
 }
+
+/// rustc flags of the runner optimised for size, on top of profile `runner-size`
+/// (docs/BENCHMARKS.md, "The slim runner"): a position-dependent executable, whose tables need
+/// no dynamic relocations, and no `.eh_frame_hdr` (the unwinder's index: with `panic = "abort"`
+/// nothing unwinds; a panic still prints its message, without a backtrace). It gives up
+/// address-space randomisation of the runner's own code, which a benchmark runner can spare.
+pub const SIZE_RUSTFLAGS: &str = "-C relocation-model=static -C link-arg=-Wl,--no-eh-frame-hdr";
 
 /// Builds the runner for `target` with the engine that loads `format` from the sources
 /// embedded in this binary and returns the binary's path.
@@ -218,10 +235,18 @@ mod tests {
             let i = args.iter().position(|a| a == "--profile").unwrap();
             args[i + 1].clone()
         };
+        let rustflags = |t: &TargetSpec| {
+            let cmd = cargo_command(t, Path::new("."), ModelFormat::Nnef);
+            cmd.get_envs()
+                .find(|(k, _)| *k == "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS")
+                .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        };
         let mut t = TargetSpec::resolve("aarch64").unwrap();
         assert_eq!(profile_of(&t), "runner");
+        assert_eq!(rustflags(&t), None);
         t.optimize = super::super::Optimize::Size;
         assert_eq!(profile_of(&t), "runner-size");
+        assert_eq!(rustflags(&t).as_deref(), Some(SIZE_RUSTFLAGS));
         // The profile exists in the runner's manifest (cargo would refuse an unknown one).
         let manifest = embedded::RUNNER_FILES
             .iter()

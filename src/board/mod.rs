@@ -33,11 +33,11 @@ fn default_drop() -> f64 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optimize {
-    /// Profile `runner` (opt-level 3): the fastest runner (about 19 MB on aarch64).
+    /// Profile `runner` (opt-level 3): the fastest runner (about 15 MB on aarch64).
     #[default]
     Speed,
-    /// Profile `runner-size` (opt-level "z"): about 8 MB on aarch64, same outputs, 1.5-1.7x
-    /// the latency on x86_64 (docs/BENCHMARKS.md).
+    /// Profile `runner-size` (opt-level "z", position-dependent): about 6 MB on aarch64, same
+    /// outputs, 1.5-1.7x the latency on x86_64 (docs/BENCHMARKS.md).
     Size,
 }
 
