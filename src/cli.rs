@@ -138,6 +138,9 @@ pub struct TrainArgs {
     /// Mini-batch size.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Where to train and evaluate (default: the config's `backend`, else cpu).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
     /// Seed for weights, shuffling and augmentation.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -464,6 +467,9 @@ pub struct DistillOverrides {
     pub schedule: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Where to train and evaluate (default: the config's `backend`, else cpu).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
 }
 
 #[derive(Debug, Args)]
@@ -491,6 +497,30 @@ pub struct DistillArgs {
     /// Start over even if the output directory holds an earlier run.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `--backend` values: the CLI mirror of [`crate::runtime::Backend`]. Every value is
+/// accepted; a backend this binary was built without is refused with the feature to rebuild
+/// with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// burn's flex backend on the CPU (`--threads`).
+    Cpu,
+    /// burn's wgpu backend: Vulkan (Linux, Windows) or Metal (macOS); builds with `--features
+    /// wgpu`.
+    Wgpu,
+    /// burn's CUDA backend on the first NVIDIA GPU; builds with `--features cuda`.
+    Cuda,
+}
+
+impl From<BackendArg> for crate::runtime::Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Cpu => Self::Cpu,
+            BackendArg::Wgpu => Self::Wgpu,
+            BackendArg::Cuda => Self::Cuda,
+        }
+    }
 }
 
 /// `--method` values: the CLI mirror of [`Method`].
@@ -636,6 +666,10 @@ pub struct BuildArgs {
     /// Rerun this stage and every stage after it.
     #[arg(long, value_name = "STAGE")]
     pub from: Option<String>,
+    /// Where the training stages train and evaluate (default: the config's `backend`, else
+    /// cpu).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
     /// Where to validate the bundles: `qemu` (default for cross targets), `local`, or
     /// `ssh://[user@]host[:port]`.
     #[arg(long, value_name = "DEVICE")]

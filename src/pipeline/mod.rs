@@ -80,7 +80,8 @@ pub struct BuildResult {
 /// [`BuildResult::failure`].
 pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult> {
     let root = config.run_dir();
-    let ctx = stage::Context::new(root.clone(), config.data.clone(), opts.quiet, opts.verbose);
+    let ctx = stage::Context::new(root.clone(), config.data.clone(), opts.quiet, opts.verbose)
+        .with_backend(config.backend.unwrap_or_default());
     let list = stages::all(config, opts);
     let run = stage::run_stages(&list, &ctx, opts.from.as_deref())?;
     let up_to_date = run

@@ -59,8 +59,15 @@ impl Stage for AuxiliaryBaseline {
             fingerprint: &super::own_hash(self)?,
             dataset: self.data.name(),
         };
-        train_stage(dir, &job, &splits, reporter)?;
-        write_eval(dir, &splits, true, self.schedule.eval_batch_size, reporter)
+        train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
+        write_eval(
+            dir,
+            &splits,
+            true,
+            self.schedule.eval_batch_size,
+            ctx.backend(),
+            reporter,
+        )
     }
 }
 
@@ -119,13 +126,15 @@ impl Stage for Auxiliary {
             validation: None,
             teacher_onnx: None,
             variants: Default::default(),
+            backend: None,
         };
-        distill_stage(&dc, dir, &splits, reporter)?;
+        distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
         write_eval(
             dir,
             &splits,
             a.distill.weights().trains_head(),
             a.train.eval_batch_size,
+            ctx.backend(),
             reporter,
         )
     }

@@ -64,6 +64,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             validation: None,
             teacher_onnx: None,
             variants: Default::default(),
+            backend: None,
         },
     };
     let baselines = baselines::baselines(

@@ -49,12 +49,13 @@ impl Stage for Student {
         let splits = ctx.splits()?;
         let mut dc = self.config.clone();
         dc.teacher = Some(ctx.dir(&self.source).join(MODEL_FILE));
-        distill_stage(&dc, dir, &splits, reporter)?;
+        distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
         write_eval(
             dir,
             &splits,
             dc.distill.weights().trains_head(),
             dc.train.eval_batch_size,
+            ctx.backend(),
             reporter,
         )
     }

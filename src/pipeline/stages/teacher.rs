@@ -50,12 +50,13 @@ impl Stage for Teacher {
             fingerprint: &super::own_hash(self)?,
             dataset: self.data.name(),
         };
-        train_stage(dir, &job, &splits, reporter)?;
+        train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
         write_eval(
             dir,
             &splits,
             true,
             self.section.train.eval_batch_size,
+            ctx.backend(),
             reporter,
         )
     }

@@ -13,6 +13,7 @@ use crate::fsutil::write_json_atomic;
 use crate::model::ModelSpec;
 use crate::model::evaluate::evaluate;
 use crate::progress::Reporter;
+use crate::runtime::Backend;
 use crate::train::distill::distill;
 use crate::train::supervised::{CHECKPOINT_FILE, JobIdentity, MODEL_FILE, TrainOptions, train};
 use crate::train::{Checkpoint, TrainError};
@@ -51,11 +52,12 @@ pub(super) fn write_eval(
     splits: &Splits,
     classifies: bool,
     eval_batch_size: usize,
+    backend: Backend,
     reporter: &Reporter,
 ) -> Result<()> {
     let path = dir.join(MODEL_FILE);
     let ckpt = Checkpoint::read(&path)?;
-    let net = ckpt.load_model(&crate::runtime::cpu(), &path)?;
+    let net = ckpt.load_model(&backend.device()?, &path)?;
     reporter.line("evaluating: accuracy and retrieval (database = train, queries = test)");
     let m = evaluate(
         &net,
@@ -97,6 +99,7 @@ pub(super) fn train_stage(
     dir: &Path,
     job: &TrainJob<'_>,
     splits: &Splits,
+    backend: Backend,
     reporter: &mut Reporter,
 ) -> Result<()> {
     let TrainJob {
@@ -139,6 +142,7 @@ pub(super) fn train_stage(
             resume,
             force: !resume,
             reporter,
+            backend,
         },
     )?;
     Ok(())
@@ -149,8 +153,13 @@ pub(super) fn distill_stage(
     config: &DistillConfig,
     dir: &Path,
     splits: &Splits,
+    backend: Backend,
     reporter: &mut Reporter,
 ) -> Result<()> {
+    let config = &DistillConfig {
+        backend: Some(backend),
+        ..config.clone()
+    };
     let resume = dir.join(CHECKPOINT_FILE).exists();
     let origin = format!("pipeline stage {}", dir.display());
     match distill(
