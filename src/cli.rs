@@ -509,8 +509,6 @@ pub enum BackendArg {
     /// burn's wgpu backend: Vulkan (Linux, Windows) or Metal (macOS); builds with `--features
     /// wgpu`.
     Wgpu,
-    /// burn's CUDA backend on the first NVIDIA GPU; builds with `--features cuda`.
-    Cuda,
 }
 
 impl From<BackendArg> for crate::runtime::Backend {
@@ -518,7 +516,6 @@ impl From<BackendArg> for crate::runtime::Backend {
         match b {
             BackendArg::Cpu => Self::Cpu,
             BackendArg::Wgpu => Self::Wgpu,
-            BackendArg::Cuda => Self::Cuda,
         }
     }
 }

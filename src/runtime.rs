@@ -22,8 +22,8 @@ pub fn cpu_autodiff() -> Device {
     Device::flex().autodiff()
 }
 
-/// Where training runs: a burn backend. `Cpu` is always built; `Wgpu` and `Cuda` need the
-/// cargo features of the same names.
+/// Where training runs: a burn backend. `Cpu` is always built; `Wgpu` needs the cargo
+/// feature of the same name.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Backend {
@@ -32,8 +32,6 @@ pub enum Backend {
     Cpu,
     /// burn's wgpu backend: Vulkan on Linux and Windows, Metal on macOS (cargo feature `wgpu`).
     Wgpu,
-    /// burn's CUDA backend on the first NVIDIA GPU (cargo feature `cuda`).
-    Cuda,
 }
 
 /// Why a backend cannot be used in this process.
@@ -56,14 +54,13 @@ pub enum BackendError {
 
 impl Backend {
     /// Every backend, in the order `--help` lists them.
-    pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::Wgpu, Backend::Cuda];
+    pub const ALL: [Backend; 2] = [Backend::Cpu, Backend::Wgpu];
 
     /// The name used on the command line and in configs.
     pub fn name(self) -> &'static str {
         match self {
             Self::Cpu => "cpu",
             Self::Wgpu => "wgpu",
-            Self::Cuda => "cuda",
         }
     }
 
@@ -72,7 +69,6 @@ impl Backend {
         match self {
             Self::Cpu => true,
             Self::Wgpu => cfg!(feature = "wgpu"),
-            Self::Cuda => cfg!(feature = "cuda"),
         }
     }
 
@@ -82,7 +78,6 @@ impl Backend {
         match self {
             Self::Cpu => Ok(cpu()),
             Self::Wgpu => wgpu_device(),
-            Self::Cuda => cuda_device(),
         }
     }
 
@@ -105,7 +100,7 @@ impl FromStr for Backend {
         Self::ALL
             .into_iter()
             .find(|b| b.name() == s)
-            .ok_or_else(|| format!("unknown backend '{s}': expected cpu, wgpu or cuda"))
+            .ok_or_else(|| format!("unknown backend '{s}': expected cpu or wgpu"))
     }
 }
 
@@ -144,32 +139,6 @@ fn wgpu_device() -> Result<Device, BackendError> {
     Err(BackendError::NotBuilt(Backend::Wgpu))
 }
 
-/// The first CUDA device. burn's CUDA runtime loads the driver library at run time; listing
-/// the devices first turns a machine without a driver or a GPU into an error instead of a
-/// panic at the first tensor.
-#[cfg(feature = "cuda")]
-fn cuda_device() -> Result<Device, BackendError> {
-    use burn::tensor::DeviceType;
-    if Device::enumerate(DeviceType::Cuda)
-        .into_iter()
-        .next()
-        .is_none()
-    {
-        return Err(BackendError::NoDevice {
-            backend: Backend::Cuda,
-            message: "no CUDA device found (the NVIDIA driver's libcuda.so is missing, or it \
-                      sees no GPU; CUDA_VISIBLE_DEVICES chooses among several)"
-                .into(),
-        });
-    }
-    Ok(Device::cuda(0))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device() -> Result<Device, BackendError> {
-    Err(BackendError::NotBuilt(Backend::Cuda))
-}
-
 /// Sets the number of worker threads for burn's CPU kernels (rayon's global pool). Has an
 /// effect only before the first parallel operation; later calls are ignored.
 pub fn init_threads(threads: Option<usize>) {
@@ -201,23 +170,18 @@ mod tests {
             assert_eq!(text.trim(), format!("backend = \"{b}\""));
             assert_eq!(toml::from_str::<Doc>(&text).unwrap().backend, b);
         }
-        assert!(
-            "gpu"
-                .parse::<Backend>()
-                .unwrap_err()
-                .contains("cpu, wgpu or cuda")
-        );
+        let e = "cuda".parse::<Backend>().unwrap_err();
+        assert_eq!(e, "unknown backend 'cuda': expected cpu or wgpu");
     }
 
     #[test]
     fn a_backend_not_built_is_a_one_line_error_naming_the_feature() {
-        for b in [Backend::Wgpu, Backend::Cuda] {
-            if b.is_built() {
-                continue;
-            }
-            let e = b.device().unwrap_err().to_string();
-            assert!(!e.contains('\n'), "{e}");
-            assert!(e.contains(&format!("--features {b}")), "{e}");
+        if !Backend::Wgpu.is_built() {
+            let e = Backend::Wgpu.device().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                "backend 'wgpu': this build has no wgpu support; rebuild distill-edge with `--features wgpu`"
+            );
         }
         assert!(Backend::Cpu.device().is_ok());
     }

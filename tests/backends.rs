@@ -14,8 +14,8 @@ mod common;
 
 use common::{error_line, run, stderr, synthetic_config};
 
-/// `--backend cuda` (flag) and `backend = "cuda"` (config key) in a build without `cuda`.
-#[cfg(not(feature = "cuda"))]
+/// `--backend wgpu` (flag) and `backend = "wgpu"` (config key) in a build without `wgpu`.
+#[cfg(not(feature = "wgpu"))]
 #[test]
 fn a_backend_not_built_is_refused_in_one_line_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
@@ -27,7 +27,7 @@ fn a_backend_not_built_is_refused_in_one_line_before_anything_is_written() {
             "-c",
             cfg.to_str().unwrap(),
             "--backend",
-            "cuda",
+            "wgpu",
             "-o",
             "flag",
         ],
@@ -35,19 +35,19 @@ fn a_backend_not_built_is_refused_in_one_line_before_anything_is_written() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
         error_line(&out, tmp.path()),
-        "error: backend 'cuda': this build has no cuda support; rebuild distill-edge with `--features cuda`"
+        "error: backend 'wgpu': this build has no wgpu support; rebuild distill-edge with `--features wgpu`"
     );
     assert!(!tmp.path().join("flag").exists());
 
     // The config key, and the flag winning over it.
     let text = std::fs::read_to_string(&cfg).unwrap();
-    std::fs::write(&cfg, format!("backend = \"cuda\"\n{text}")).unwrap();
+    std::fs::write(&cfg, format!("backend = \"wgpu\"\n{text}")).unwrap();
     let out = run(
         tmp.path(),
         &["train", "-c", cfg.to_str().unwrap(), "-o", "key"],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(error_line(&out, tmp.path()).contains("`--features cuda`"));
+    assert!(error_line(&out, tmp.path()).contains("`--features wgpu`"));
     assert!(!tmp.path().join("key").exists());
     let out = run(
         tmp.path(),
@@ -78,7 +78,7 @@ fn an_unknown_backend_in_a_config_names_the_key() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("unknown backend 'gpu': expected cpu, wgpu or cuda"),
+        err.contains("unknown backend 'gpu': expected cpu or wgpu"),
         "{err}"
     );
 }

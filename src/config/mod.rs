@@ -247,8 +247,8 @@ pub struct TrainConfig {
     /// distillation configs that learn from this network, so no stage trains on them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationSplit>,
-    /// Where training runs: `cpu` (the default), `wgpu` or `cuda` (binaries built with the
-    /// cargo feature of that name). `--backend` overrides it. Not part of the config hash:
+    /// Where training runs: `cpu` (the default) or `wgpu` (binaries built with the cargo
+    /// feature `wgpu`). `--backend` overrides it. Not part of the config hash:
     /// checkpoints do not depend on the backend, so a run may resume on another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,
@@ -604,8 +604,8 @@ pub struct DistillConfig {
     /// built-in ones (`config::distill::BUILTIN_VARIANTS`); a name of a built-in replaces it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variants: BTreeMap<String, VariantSpec>,
-    /// Where training runs: `cpu` (the default), `wgpu` or `cuda` (binaries built with the
-    /// cargo feature of that name). `--backend` overrides it. Not part of the config hash:
+    /// Where training runs: `cpu` (the default) or `wgpu` (binaries built with the cargo
+    /// feature `wgpu`). `--backend` overrides it. Not part of the config hash:
     /// checkpoints do not depend on the backend, so a run may resume on another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,

@@ -273,8 +273,8 @@ pub struct PipelineConfig {
     /// Bundles for targets.
     #[serde(default)]
     pub targets: TargetsSection,
-    /// Where the training stages train and evaluate: `cpu` (the default), `wgpu` or `cuda`
-    /// (binaries built with the cargo feature of that name); `build --backend` overrides it.
+    /// Where the training stages train and evaluate: `cpu` (the default) or `wgpu`
+    /// (binaries built with the cargo feature `wgpu`); `build --backend` overrides it.
     /// Not part of any stage's fingerprint: switching it reruns nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,
