@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
 # Training throughput, burn (flex CPU backend) vs PyTorch on this CPU, same networks, batch,
 # optimizer and thread count. PyTorch comes from PyPI into a venv under ~/.cache (a large
-# download on first use); pass --no-torch to measure burn alone.
-#   scripts/bench-train.sh [--threads N] [--steps N] [--no-torch]
+# download on first use); pass --no-torch to measure burn alone. --models limits the presets
+# (cnn32, cnn32-small, cnn32-large, mobilenet96); --profile dev measures the already built
+# debug profile (dependencies at opt-level 3) instead of building the bench profile.
+#   scripts/bench-train.sh [--threads N] [--steps N] [--models a,b] [--profile P] [--no-torch]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-threads=$(nproc); steps=40; torch=1
+threads=$(nproc); steps=40; torch=1; models=""; profile=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) threads=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --no-torch) torch=0; shift ;;
+    --models) models=$2; shift 2 ;;
+    --profile) profile=(--profile "$2"); shift 2 ;;
     *) echo "unknown option $1" >&2; exit 1 ;;
   esac
 done
 out=$(mktemp -d)
 echo "bench-train: burn, $threads threads" >&2
-cargo bench --locked --bench train_throughput -- --threads "$threads" --steps "$steps" | tee "$out/burn.jsonl"
+model_args=(); [ -n "$models" ] && model_args=(--models "$models")
+cargo bench --locked "${profile[@]}" --bench train_throughput -- --threads "$threads" --steps "$steps" \
+  "${model_args[@]}" | tee "$out/burn.jsonl"
 if [ "$torch" = 1 ]; then
   venv="$HOME/.cache/distill-edge/torch-venv"
   if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
@@ -26,7 +32,8 @@ if [ "$torch" = 1 ]; then
     "$venv/bin/pip" install -q torch numpy
   fi
   echo "bench-train: PyTorch, $threads threads" >&2
-  "$venv/bin/python" scripts/bench_train_torch.py --threads "$threads" --steps "$steps" | tee "$out/torch.jsonl"
+  "$venv/bin/python" scripts/bench_train_torch.py --threads "$threads" --steps "$steps" \
+    "${model_args[@]}" | tee "$out/torch.jsonl"
   python3 - "$out/burn.jsonl" "$out/torch.jsonl" <<'PY'
 import json, sys
 burn = [json.loads(l) for l in open(sys.argv[1])]

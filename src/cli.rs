@@ -453,7 +453,8 @@ pub struct CheckArgs {
 #[derive(Debug, Args, Clone)]
 pub struct DistillOverrides {
     /// Teacher: a checkpoint (`model.ckpt` of the teacher or auxiliary), or an ONNX model
-    /// (`….onnx`, run by tract; PKT and KD, preprocessing in the config's `[teacher-onnx]`).
+    /// (`….onnx`, run by tract; InDistill taps by graph surgery, preprocessing in the config's
+    /// `[teacher-onnx]`).
     #[arg(long, value_name = "CKPT|ONNX")]
     pub teacher: Option<PathBuf>,
     /// Student model preset or path to a model TOML.

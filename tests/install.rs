@@ -1,6 +1,7 @@
 //! The installed binary needs no clone: `cargo install` it, then, from an empty directory,
 //! train and export a tiny model, build the aarch64 bundle (the runner is
-//! cross-compiled from the sources embedded in the binary) and run it under qemu.
+//! cross-compiled from the sources embedded in the binary) and run it under qemu. The bundle
+//! is the slim one: NNEF models and a runner with tract-core + tract-nnef only.
 //!
 //! Slow the first time (the cross build of the runner with fat LTO, about 15 minutes on two
 //! cores); later runs reuse the build directory.
@@ -61,10 +62,11 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
     let work = tmp.path().join("work");
     std::fs::create_dir_all(&work).unwrap();
     let target = target_dir();
-    // The binary's own cache (XDG_CACHE_HOME), not the user's: its `sources/` holds the runner's
-    // sources as the binary writes them out. Kept under the build directory so that the next
-    // run finds the same paths and cargo does not rebuild (and re-link) the runner.
-    let cache = target.join("install-test-cache");
+    // The user's cache, as for every other test that builds a bundle: the binary writes the
+    // runner's sources to `<cache>/sources/<digest>/`, the same path for every binary that
+    // embeds the same sources, so this test and the other qemu tests share one cross build of
+    // the runner (a second source path would mean a second cold, fat-LTO build).
+    let cache = distill_edge::board::embedded::cache_root().expect("HOME or XDG_CACHE_HOME");
 
     let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -88,7 +90,6 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
         let mut cmd = Command::new(&bin);
         cmd.current_dir(&work)
             .args(args)
-            .env("XDG_CACHE_HOME", &cache)
             .env("CARGO_TARGET_DIR", &target);
         let out = cmd.output().expect("spawn the installed distill-edge");
         check(&format!("distill-edge {}", args.join(" ")), &out);
@@ -142,7 +143,28 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
     for f in ["manifest.json", "distill-edge-runner"] {
         assert!(bundle.join(f).is_file(), "{f} missing from the bundle");
     }
-    let sources = cache.join("distill-edge/sources");
+    // The slim runner: the models ship as tract NNEF, checked against the ONNX model on the
+    // host, and the runner has only the NNEF engine (no tract-onnx).
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("manifest.json")).unwrap()).unwrap();
+    assert!(manifest.get("onnx_fallback").is_none(), "{manifest}");
+    for m in manifest["models"].as_array().unwrap() {
+        assert_eq!(m["format"], "nnef", "{manifest}");
+        assert!(m["file"].as_str().unwrap().ends_with(".nnef.tar"), "{m}");
+        let check = &m["nnef_check"];
+        assert_eq!(check["images"], 64, "{m}");
+        assert!(check["max_abs_diff"].as_f64().unwrap() <= 1e-4, "{m}");
+    }
+    let version = Command::new("qemu-aarch64-static")
+        .args(["-L", "/usr/aarch64-linux-gnu"])
+        .arg(bundle.join("distill-edge-runner"))
+        .arg("--version")
+        .output()
+        .expect("spawn the runner under qemu");
+    check("distill-edge-runner --version under qemu", &version);
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.contains("(engines: nnef)"), "{version}");
+    let sources = cache.join("sources");
     assert!(
         std::fs::read_dir(&sources).unwrap().any(|e| e
             .unwrap()

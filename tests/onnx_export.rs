@@ -103,20 +103,9 @@ fn metadata_and_names_are_written() {
 /// The official checker (from the `onnx` package in the venv scripts/setup.sh makes).
 #[test]
 fn the_official_onnx_checker_accepts_exported_models() {
-    let venv = std::env::var("DISTILL_EDGE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/distill-edge/ort-venv")
-        });
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        distill_edge::testing::missing_tool(
-            &python.display().to_string(),
-            "run scripts/setup.sh: it makes the venv with onnx and onnxruntime",
-        );
+    let Some(python) = onnx_checker_python() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (net, ckpt) = random_model("cnn32", ImageShape::new(3, 32, 32), 5);
     for (name, fold) in [("folded.onnx", true), ("unfolded.onnx", false)] {
@@ -131,19 +120,7 @@ fn the_official_onnx_checker_accepts_exported_models() {
         .unwrap();
         let path = tmp.path().join(name);
         std::fs::write(&path, proto::encode(&model)).unwrap();
-        let out = std::process::Command::new(&python)
-            .args([
-                "-c",
-                "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True)",
-                path.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_onnx_checker_accepts(&python, &path, name);
     }
 }
 

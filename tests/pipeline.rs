@@ -174,6 +174,49 @@ fn stages_rebuild_only_when_their_inputs_change() {
     assert!(md.contains("Stage check failed"), "{md}");
     assert!(p.join("runs/pipe/check/check.json").is_file());
     assert!(p.join("runs/pipe/check.partial/check.json").is_file());
+
+    // A validation split held out of training: every training stage trains on the rest
+    // (so all rerun) and is evaluated on both; the summary compares the distilled student
+    // with the student alone on validation and test.
+    write_pipeline(p, 2, 400);
+    let toml = std::fs::read_to_string(p.join("pipe.toml")).unwrap();
+    std::fs::write(
+        p.join("pipe.toml"),
+        format!("{toml}[validation]\nimages = 100\nseed = 3\n"),
+    )
+    .unwrap();
+    let held = build(p, &[]);
+    assert!(held.status.success(), "{}", stderr(&held));
+    assert!(
+        statuses(&held).iter().all(|s| s.1 == "built"),
+        "{:?}",
+        statuses(&held)
+    );
+    let dataset = json(&held)["dataset"].as_str().unwrap().to_string();
+    assert!(
+        dataset.contains("300 train / 100 validation / 200 test"),
+        "{dataset}"
+    );
+    for stage in ["teacher", "student", "baseline-none"] {
+        let eval: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(p.join("runs/pipe").join(stage).join("eval.json")).unwrap(),
+        )
+        .unwrap();
+        let v = eval["validation"]["accuracy"].as_f64();
+        assert!(
+            v.is_some_and(|a| (0.0..=1.0).contains(&a)),
+            "{stage}: {eval}"
+        );
+    }
+    let human = run(p, &["--threads", "1", "build", "--config", "pipe.toml"]);
+    let text = String::from_utf8_lossy(&human.stdout).to_string();
+    assert!(text.contains("nothing to do"), "{text}");
+    let md = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
+    assert!(md.contains("validation top-1"), "{md}");
+    assert!(
+        md.contains("indistill vs student alone: top-1 ") && md.contains(" on validation, "),
+        "{md}"
+    );
 }
 
 #[test]
@@ -230,6 +273,28 @@ fn a_full_build_ends_with_the_aarch64_bundle_validated_under_qemu() {
     assert_eq!(device["passed"], true);
     assert_eq!(device["emulated"], true);
     assert_eq!(device["arch"], "aarch64");
+    // The slim bundle: every model (fp32 and int8) as tract NNEF, checked on the host against
+    // its ONNX model, run by the runner built with the NNEF engine alone.
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(p.join("runs/pipe/bundle-aarch64/bundle/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(manifest.get("onnx_fallback").is_none(), "{manifest}");
+    let models = manifest["models"].as_array().unwrap();
+    assert!(models.iter().any(|m| m["name"] == "int8"), "{manifest}");
+    for m in models {
+        assert_eq!(m["format"], "nnef", "{m}");
+        assert!(
+            m["nnef_check"]["max_abs_diff"].as_f64().unwrap() <= 1e-4,
+            "{m}"
+        );
+    }
+    for m in device["models"].as_array().unwrap() {
+        eprintln!(
+            "{}: bit-identical to the host's ONNX reference: {}",
+            m["model"], m["bit_identical"]
+        );
+    }
     let md = std::fs::read_to_string(p.join("runs/pipe/report.md")).unwrap();
     assert!(
         md.contains("aarch64") && md.to_lowercase().contains("emulated"),

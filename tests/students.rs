@@ -132,38 +132,15 @@ fn onnx_runtime_runs_mobilenet_students_with_parity() {
 /// accepts the grouped convolutions and the global pooling.
 #[test]
 fn the_official_onnx_checker_accepts_mobilenet_students() {
-    let venv = std::env::var("DISTILL_EDGE_VENV")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| {
-            std::path::PathBuf::from(std::env::var("HOME").unwrap())
-                .join(".cache/distill-edge/ort-venv")
-        });
-    let python = venv.join("bin/python");
-    if !python.exists() {
-        distill_edge::testing::missing_tool(
-            &python.display().to_string(),
-            "run scripts/setup.sh: it makes the venv with onnx and onnxruntime",
-        );
+    let Some(python) = onnx_checker_python() else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let (net, ckpt) = random_model("mobilenet96", INPUT96, 5);
     for fold in [true, false] {
         let path = tmp.path().join(format!("m-{fold}.onnx"));
         std::fs::write(&path, proto::encode(&export(&net, &ckpt, fold))).unwrap();
-        let out = std::process::Command::new(&python)
-            .args([
-                "-c",
-                "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True)",
-                path.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "fold={fold}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_onnx_checker_accepts(&python, &path, &format!("fold={fold}"));
     }
 }
 

@@ -2,6 +2,8 @@
 //! no file the manifest does not list with a digest, and reports the manifest's own SHA-256), runs
 //! every model on the bundled test shard with tract (top-1, outputs digest) and benchmarks
 //! latency, then prints one JSON document (the `distill-edge-schema` crate, shared with the host).
+//! How a model file becomes a tract plan depends on its format (`engine.rs`: NNEF with the
+//! `nnef` feature, ONNX with the `onnx` feature); everything else is here.
 //!
 //! Usage: `distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N]
 //!         [--seconds S] [--warmup-seconds S] [--threads N] [--batches 1,8] [--profile] [--no-verify]`
@@ -10,17 +12,23 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use tract_onnx::prelude::*;
+use tract_core::prelude::*;
 
-type Plan = std::sync::Arc<TypedRunnableModel>;
+mod engine;
+#[cfg(feature = "nnef")]
+mod engine_nnef;
+#[cfg(feature = "onnx")]
+mod engine_onnx;
+
+use engine::{Plan, TractModel};
 
 use distill_edge_schema::{
     BenchSettings, Environment, FORMAT, FileEntry, Latency, LatencyStats, MANIFEST, Manifest,
-    Memory, ModelResult, OpTime, Phases, Profile, RunnerResult, SHARD_BATCH, Shard, StateReuse,
-    f32_le_bytes, sha256_hex,
+    Memory, ModelFormat, ModelResult, OpTime, Phases, Profile, RunnerResult, SHARD_BATCH, Shard,
+    StateReuse, f32_le_bytes, sha256_hex,
 };
-use tract_onnx::tract_core::internal::{Cost, format_err};
-use tract_onnx::tract_core::plan::SimpleState;
+use tract_core::internal::{Cost, format_err};
+use tract_core::plan::SimpleState;
 
 const USAGE: &str = "usage: distill-edge-runner [BUNDLE_DIR] [--output FILE] [--runs N] [--warmup N] [--seconds S] [--warmup-seconds S] [--threads N] [--batches 1,8] [--profile] [--no-verify]";
 
@@ -87,7 +95,11 @@ fn parse_args() -> Result<Args, String> {
             "--no-verify" => a.verify = false,
             "-h" | "--help" => return Err(USAGE.into()),
             "--version" => {
-                println!("distill-edge-runner {}", env!("CARGO_PKG_VERSION"));
+                println!(
+                    "distill-edge-runner {} (engines: {})",
+                    env!("CARGO_PKG_VERSION"),
+                    engine::engines().join(", ")
+                );
                 std::process::exit(0);
             }
             other if other.starts_with('-') => {
@@ -150,14 +162,6 @@ fn verify(dir: &Path, manifest: &Manifest) -> Result<(), String> {
     Ok(())
 }
 
-fn plan(model: &InferenceModel, batch: usize, shape: [usize; 3]) -> TractResult<Plan> {
-    model
-        .clone()
-        .with_input_fact(0, f32::fact([batch, shape[0], shape[1], shape[2]]).into())?
-        .into_optimized()?
-        .into_runnable()
-}
-
 fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1e3
 }
@@ -210,7 +214,7 @@ fn profile(plan: &Plan, input: &TValue, runs: usize) -> TractResult<Profile> {
     for _ in 0..runs {
         state.run_plan_with_eval(tvec!(input.clone()), |session, op_state, node, inputs| {
             let t = Instant::now();
-            let out = tract_onnx::tract_core::plan::eval(session, op_state, node, inputs);
+            let out = tract_core::plan::eval(session, op_state, node, inputs);
             spent[node.id] += ms(t);
             ran[node.id] = true;
             out
@@ -258,16 +262,14 @@ fn profile(plan: &Plan, input: &TValue, runs: usize) -> TractResult<Profile> {
 fn run_model(
     dir: &Path,
     name: &str,
-    onnx: &[u8],
+    format: ModelFormat,
+    bytes: &[u8],
     shard: &Shard,
     bench: &BenchSettings,
     logits_output: usize,
 ) -> TractResult<ModelResult> {
     let t = Instant::now();
-    let model = tract_onnx::onnx()
-        .with_ignore_value_info(true)
-        .model_for_read(&mut &onnx[..])
-        .map_err(|e| format_err!("loading: {e:#}"))?;
+    let model = TractModel::load(format, bytes)?;
     let load_ms = ms(t);
     let mut memory = Memory {
         after_load_kib: vm_hwm_kib(),
@@ -280,7 +282,7 @@ fn run_model(
     for start in (0..n).step_by(SHARD_BATCH) {
         let b = SHARD_BATCH.min(n - start);
         if let std::collections::hash_map::Entry::Vacant(e) = plans.entry(b) {
-            e.insert(plan(&model, b, shard.shape)?);
+            e.insert(model.plan(b, shard.shape)?);
         }
         let input = Tensor::from_shape(
             &[b, shard.shape[0], shard.shape[1], shard.shape[2]],
@@ -302,7 +304,7 @@ fn run_model(
     let mut profiled = None;
     for &b in &bench.batches {
         let t = Instant::now();
-        let p = plan(&model, b, shard.shape)?;
+        let p = model.plan(b, shard.shape)?;
         let plan_ms = ms(t);
         memory.after_plan_kib = memory.after_plan_kib.max(vm_hwm_kib());
         let data: Vec<f32> = shard.images.iter().copied().cycle().take(b * per).collect();
@@ -485,12 +487,13 @@ fn run(args: &Args) -> Result<RunnerResult, String> {
     }
     let mut models = Vec::new();
     for m in &manifest.models {
-        let onnx = listed_read(&args.dir, &manifest, &m.file, args.verify)?;
+        let bytes = listed_read(&args.dir, &manifest, &m.file, args.verify)?;
         models.push(
             run_model(
                 &args.dir,
                 &m.name,
-                &onnx,
+                m.format,
+                &bytes,
                 &shard,
                 &bench,
                 manifest.logits_output,

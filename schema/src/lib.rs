@@ -35,6 +35,56 @@ pub struct ModelEntry {
     pub name: String,
     /// File in the bundle.
     pub file: String,
+    /// What `file` holds, which decides how the runner loads it (absent: ONNX).
+    #[serde(default)]
+    pub format: ModelFormat,
+    /// For an NNEF file: the host's check that it computes what its ONNX source computes on
+    /// the bundle's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nnef_check: Option<NnefCheck>,
+}
+
+/// The format of a bundled model file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelFormat {
+    /// An ONNX file: the runner needs its `onnx` feature (tract-onnx, tract-hir).
+    #[default]
+    Onnx,
+    /// A tract NNEF archive (uncompressed tar, batch dimension the symbol [`BATCH_SYMBOL`]),
+    /// written on the host from the ONNX model: the runner needs only tract-core and
+    /// tract-nnef (its `nnef` feature).
+    Nnef,
+}
+
+impl ModelFormat {
+    /// The name of the format (and of the runner feature that loads it).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFormat::Onnx => "onnx",
+            ModelFormat::Nnef => "nnef",
+        }
+    }
+}
+
+/// The symbol of the batch dimension in a bundled NNEF model's input (`[N, C, H, W]`); the
+/// runner sets it to each batch size before optimising.
+pub const BATCH_SYMBOL: &str = "N";
+
+/// The host's comparison of an NNEF model with the ONNX model it was converted from: both
+/// run with tract on the bundle's shard, in batches of [`SHARD_BATCH`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NnefCheck {
+    /// Hex SHA-256 of the ONNX file converted.
+    pub source_sha256: String,
+    /// Images of the shard compared.
+    pub images: usize,
+    /// The NNEF model's logits are bit for bit the ONNX model's.
+    pub bit_identical: bool,
+    /// Largest |NNEF - ONNX| over the logits.
+    pub max_abs_diff: f32,
+    /// The tolerance the comparison had to meet, in words (`atol …, rtol …`).
+    pub tolerance: String,
 }
 
 /// What the host measured on the same shard with tract, to compare with the device.
@@ -101,6 +151,10 @@ pub struct Manifest {
     /// What the shard holds, in words (a labelled test split, or seeded random inputs).
     #[serde(default)]
     pub inputs: String,
+    /// Why the bundle ships ONNX models (and a runner with tract-onnx) instead of NNEF: the
+    /// first model NNEF could not express, and why. Absent when the models are NNEF.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx_fallback: Option<String>,
 }
 
 impl Manifest {
@@ -589,6 +643,8 @@ mod tests {
             models: vec![ModelEntry {
                 name: "fp32".into(),
                 file: "m.onnx".into(),
+                format: ModelFormat::Onnx,
+                nnef_check: None,
             }],
             shard: "shard.bin".into(),
             host: vec![HostReference {
@@ -609,7 +665,19 @@ mod tests {
             },
             logits_output: 0,
             inputs: String::new(),
+            onnx_fallback: None,
         }
+    }
+
+    #[test]
+    fn a_manifest_without_formats_reads_as_onnx() {
+        let mut v = serde_json::to_value(manifest()).unwrap();
+        let entry = &mut v["models"][0];
+        entry.as_object_mut().unwrap().remove("format");
+        assert!(entry.get("nnef_check").is_none());
+        let back: Manifest = serde_json::from_value(v).unwrap();
+        assert_eq!(back.models[0].format, ModelFormat::Onnx);
+        assert_eq!(back.onnx_fallback, None);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Bundles: the directory shipped to a board (runner, models, test shard, host reference
-//! outputs, manifest with SHA-256 of every file). Written to a temporary sibling directory and
+//! outputs, manifest with SHA-256 of every file). The models ship as tract NNEF when every one
+//! converts and computes its ONNX model's outputs on the shard ([`prepare_models`]), so the
+//! runner needs no ONNX parser; otherwise they ship as ONNX with the reason in the manifest. Written to a temporary sibling directory and
 //! swapped in only when complete, so a failed build keeps the previous bundle. The SHA-256 of
 //! the manifest itself is recorded beside the bundle directory (never uploaded, see
 //! [`manifest_digest_path`]), so that `bench` can tell an edited manifest from the one built.
@@ -13,8 +15,8 @@ use crate::fsutil::{sha256_file, sha256_hex};
 use crate::infer::Batch;
 use crate::infer::tract::TractEngine;
 use distill_edge_schema::{
-    BenchSettings, FORMAT, FileEntry, HostReference, MANIFEST, Manifest, ModelEntry, RUNNER,
-    SHARD_BATCH, Shard, f32_le_bytes,
+    BenchSettings, FORMAT, FileEntry, HostReference, MANIFEST, Manifest, ModelEntry, ModelFormat,
+    NnefCheck, RUNNER, SHARD_BATCH, Shard, f32_le_bytes,
 };
 
 /// Errors writing a bundle.
@@ -133,14 +135,95 @@ pub struct ModelFeed {
     pub inputs: String,
 }
 
+/// One model of a bundle, run on the host and converted (see [`prepare_models`]).
+pub struct PreparedModel {
+    /// `fp32` or `int8`.
+    pub name: String,
+    /// The ONNX file.
+    pub source: PathBuf,
+    /// The ONNX model's logits on the shard with tract (the host reference).
+    pub logits: Vec<f32>,
+    /// The NNEF archive and its check against `logits`, or why there is none.
+    pub nnef: Result<(Vec<u8>, NnefCheck), String>,
+}
+
+/// A bundle's models, ready to be written: the format they ship in decides the runner's
+/// engine ([`PreparedModels::format`]).
+pub struct PreparedModels {
+    /// In bundle order.
+    pub models: Vec<PreparedModel>,
+}
+
+impl PreparedModels {
+    /// [`ModelFormat::Nnef`] when every model has a checked NNEF form, else
+    /// [`ModelFormat::Onnx`]: one runner engine per bundle.
+    pub fn format(&self) -> ModelFormat {
+        if self.onnx_fallback().is_none() {
+            ModelFormat::Nnef
+        } else {
+            ModelFormat::Onnx
+        }
+    }
+
+    /// Why the bundle falls back to ONNX: the first model without a checked NNEF form.
+    pub fn onnx_fallback(&self) -> Option<String> {
+        self.models
+            .iter()
+            .find_map(|m| m.nnef.as_ref().err().map(|e| format!("{}: {e}", m.name)))
+    }
+}
+
+/// Loads each `(name, ONNX file)` with tract, checks that it takes the shard's images, runs it
+/// on the shard (the host reference, output `feed.logits_output`) and converts it to NNEF,
+/// checking that the NNEF model gives the same logits ([`crate::infer::nnef::convert_checked`]).
+/// A model that does not load or does not fit the shard is an error; one that NNEF cannot
+/// express only sends the bundle back to ONNX.
+pub fn prepare_models(
+    models: &[(String, PathBuf)],
+    shard: &Shard,
+    feed: &ModelFeed,
+) -> Result<PreparedModels, BundleError> {
+    let mut out = Vec::new();
+    for (name, src) in models {
+        let engine = TractEngine::load_with(src, &feed.io)?;
+        let [c, h, w] = engine.input_shape();
+        if [c, h, w] != shard.shape {
+            return Err(BundleError::Invalid(format!(
+                "{}: the model expects {c}x{h}x{w} inputs, the shard holds {:?}",
+                src.display(),
+                shard.shape
+            )));
+        }
+        let logits = shard_logits_of(&engine, shard, feed.logits_output)?;
+        let source_sha256 = sha256_file(src).map_err(io(src))?;
+        let label = src.display().to_string();
+        let nnef = crate::infer::nnef::convert_checked(
+            &engine,
+            &label,
+            &source_sha256,
+            shard,
+            feed.logits_output,
+            &logits,
+        )
+        .map_err(|e| e.to_string());
+        out.push(PreparedModel {
+            name: name.clone(),
+            source: src.clone(),
+            logits,
+            nnef,
+        });
+    }
+    Ok(PreparedModels { models: out })
+}
+
 /// What goes into a bundle.
 pub struct BundleInputs<'a> {
     /// Board class.
     pub target: &'a TargetSpec,
-    /// Cross-built runner binary.
+    /// Cross-built runner binary, with the engine of `models.format()`.
     pub runner: &'a Path,
-    /// (name, ONNX file): `fp32` and optionally `int8`.
-    pub models: Vec<(String, PathBuf)>,
+    /// The models (`fp32` and optionally `int8`), run and converted by [`prepare_models`].
+    pub models: &'a PreparedModels,
     /// Test shard.
     pub shard: &'a Shard,
     /// Latency settings for the runner.
@@ -224,28 +307,41 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manif
     add(shard_file)?;
     let mut models = Vec::new();
     let mut host = Vec::new();
-    for (name, src) in &inputs.models {
-        let file = format!("student-{name}.onnx");
-        copy(src, &tmp.join(&file))?;
+    let format = inputs.models.format();
+    for m in &inputs.models.models {
+        let name = &m.name;
+        let (file, nnef_check) = match (&m.nnef, format) {
+            (Ok((bytes, check)), ModelFormat::Nnef) => {
+                let file = format!("student-{name}.nnef.tar");
+                let path = tmp.join(&file);
+                std::fs::write(&path, bytes).map_err(io(&path))?;
+                (file, Some(check.clone()))
+            }
+            _ => {
+                let file = format!("student-{name}.onnx");
+                copy(&m.source, &tmp.join(&file))?;
+                // The file shipped is the file run on the host.
+                let shipped = sha256_file(&tmp.join(&file)).map_err(io(&m.source))?;
+                let source = sha256_file(&m.source).map_err(io(&m.source))?;
+                if shipped != source {
+                    return Err(BundleError::Invalid(format!(
+                        "{}: changed while the bundle was written",
+                        m.source.display()
+                    )));
+                }
+                (file, None)
+            }
+        };
         add(&file)?;
-        let engine = TractEngine::load_with(&tmp.join(&file), &feed.io)?;
-        let [c, h, w] = engine.input_shape();
-        if [c, h, w] != inputs.shard.shape {
-            return Err(BundleError::Invalid(format!(
-                "{}: the model expects {c}x{h}x{w} inputs, the shard holds {:?}",
-                src.display(),
-                inputs.shard.shape
-            )));
-        }
-        let logits = shard_logits_of(&engine, inputs.shard, feed.logits_output)?;
-        let bytes = f32_le_bytes(&logits);
+        let logits = &m.logits;
+        let bytes = f32_le_bytes(logits);
         let reference = format!("reference-{name}.bin");
         let reference_path = tmp.join(&reference);
         std::fs::write(&reference_path, &bytes).map_err(io(&reference_path))?;
         add(&reference)?;
         host.push(HostReference {
             model: name.clone(),
-            correct: correct(&logits, inputs.shard),
+            correct: correct(logits, inputs.shard),
             images: inputs.shard.len(),
             outputs_sha256: sha256_hex(&bytes),
             outputs_file: reference,
@@ -253,6 +349,8 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manif
         models.push(ModelEntry {
             name: name.clone(),
             file,
+            format,
+            nnef_check,
         });
     }
     let manifest = Manifest {
@@ -267,6 +365,7 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manif
         bench: inputs.bench.clone(),
         logits_output: feed.logits_output,
         inputs: feed.inputs.clone(),
+        onnx_fallback: inputs.models.onnx_fallback(),
     };
     // Every file the runner and the host need is listed with its digest.
     manifest.check_listed().map_err(BundleError::Invalid)?;
@@ -278,6 +377,95 @@ fn fill(tmp: &Path, inputs: &BundleInputs<'_>, feed: &ModelFeed) -> Result<Manif
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::onnx::proto::{self, fixtures::tiny_cnn};
+
+    fn tiny_shard() -> Shard {
+        unlabelled_shard(
+            [1, 4, 4],
+            (0..5 * 16).map(|i| (i % 9) as f32 / 4.0 - 1.0).collect(),
+        )
+    }
+
+    /// Models tract-core's NNEF expresses ship as NNEF (the slim runner); one model it cannot
+    /// express sends the whole bundle to ONNX and the tract-onnx runner, with the reason.
+    #[test]
+    fn the_bundle_format_is_nnef_unless_a_model_needs_onnx() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain.onnx");
+        std::fs::write(&plain, proto::encode(&tiny_cnn())).unwrap();
+        let mut lrn = tiny_cnn();
+        lrn.graph.as_mut().unwrap().node[1] = proto::make_node(
+            "LRN",
+            &["conv_out"],
+            &["relu_out"],
+            "node_lrn",
+            vec![proto::make_attr_int("size", 1)],
+        );
+        let with_lrn = dir.path().join("lrn.onnx");
+        std::fs::write(&with_lrn, proto::encode(&lrn)).unwrap();
+        let shard = tiny_shard();
+        let feed = ModelFeed::default();
+
+        let nnef = prepare_models(&[("fp32".into(), plain.clone())], &shard, &feed).unwrap();
+        assert_eq!(nnef.format(), ModelFormat::Nnef);
+        assert_eq!(nnef.onnx_fallback(), None);
+        let check = &nnef.models[0].nnef.as_ref().unwrap().1;
+        assert_eq!(check.images, 5);
+        assert_eq!(check.source_sha256, sha256_file(&plain).unwrap());
+
+        let mixed = prepare_models(
+            &[("fp32".into(), plain), ("int8".into(), with_lrn)],
+            &shard,
+            &feed,
+        )
+        .unwrap();
+        assert_eq!(mixed.format(), ModelFormat::Onnx);
+        let why = mixed.onnx_fallback().unwrap();
+        assert!(why.starts_with("int8: "), "{why}");
+        assert!(why.contains("node_lrn"), "{why}");
+        // Both models still have their host reference outputs.
+        assert!(mixed.models.iter().all(|m| m.logits.len() == 5 * 3));
+
+        // What the manifest records, per choice.
+        let target = TargetSpec::resolve("x86_64").unwrap();
+        let runner = dir.path().join("runner-binary");
+        std::fs::write(&runner, b"not run here").unwrap();
+        let write = |name: &str, models: &PreparedModels| {
+            write_bundle(
+                &dir.path().join(name),
+                &BundleInputs {
+                    target: &target,
+                    runner: &runner,
+                    models,
+                    shard: &shard,
+                    bench: BenchSettings::default(),
+                },
+            )
+            .unwrap()
+        };
+        let m = write("nnef", &nnef);
+        assert_eq!(m.models[0].file, "student-fp32.nnef.tar");
+        assert_eq!(m.models[0].format, ModelFormat::Nnef);
+        assert!(m.models[0].nnef_check.is_some());
+        assert!(m.entry("student-fp32.nnef.tar").is_some());
+        assert_eq!(m.onnx_fallback, None);
+        let m = write("onnx", &mixed);
+        assert_eq!(
+            m.models.iter().map(|e| e.file.as_str()).collect::<Vec<_>>(),
+            ["student-fp32.onnx", "student-int8.onnx"]
+        );
+        assert!(
+            m.models
+                .iter()
+                .all(|e| e.format == ModelFormat::Onnx && e.nnef_check.is_none())
+        );
+        assert!(m.onnx_fallback.unwrap().contains("node_lrn"));
+        // The host references are the ONNX model's logits either way.
+        assert_eq!(
+            m.host[0].outputs_sha256,
+            sha256_hex(&f32_le_bytes(&mixed.models[0].logits))
+        );
+    }
 
     /// A full disk while the bundle is written used to be reported against the file being
     /// copied; the error must name where it was going.

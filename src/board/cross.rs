@@ -5,6 +5,7 @@ use std::process::Command;
 
 use super::TargetSpec;
 use super::embedded::{self, MaterialiseError};
+use distill_edge_schema::ModelFormat;
 
 /// Why the runner could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +76,22 @@ pub fn cargo_build_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("target"))
 }
 
+/// Where the runner with the engine of `format` is built: the ONNX runner in
+/// [`cargo_build_dir`] (where the runner always was), the NNEF runner in its `nnef/`
+/// subdirectory. Two directories, because the two engines link different crates: in one, each
+/// switch would re-link tract with fat LTO, and two builds could race for one output file.
+pub fn runner_build_dir(format: ModelFormat) -> PathBuf {
+    match format {
+        ModelFormat::Onnx => cargo_build_dir(),
+        ModelFormat::Nnef => cargo_build_dir().join("nnef"),
+    }
+}
+
 /// The cargo command that builds the runner for `target` from the sources under `root` (as
 /// [`embedded::materialise`] writes them: `runner/` and `schema/`), with profile `runner` or
-/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped).
-pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
+/// `runner-size` (fat LTO, one codegen unit, panic=abort, stripped) and only the engine that
+/// loads `format` (cargo feature `nnef`: tract-core and tract-nnef; `onnx`: tract-onnx).
+pub fn cargo_command(target: &TargetSpec, root: &Path, format: ModelFormat) -> Command {
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root)
         .arg("build")
@@ -90,8 +103,11 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
             target.optimize.profile(),
             "--target",
             &target.triple,
+            "--no-default-features",
+            "--features",
+            format.name(),
         ])
-        .env("CARGO_TARGET_DIR", cargo_build_dir());
+        .env("CARGO_TARGET_DIR", runner_build_dir(format));
     let upper = target.triple.to_uppercase().replace('-', "_");
     let lower = target.triple.replace('-', "_");
     if let Some(l) = &target.linker {
@@ -106,17 +122,18 @@ pub fn cargo_command(target: &TargetSpec, root: &Path) -> Command {
     cmd
 }
 
-/// Builds the runner for `target` from the sources embedded in this binary and returns the
-/// binary's path.
-pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
+/// Builds the runner for `target` with the engine that loads `format` from the sources
+/// embedded in this binary and returns the binary's path.
+pub fn build_runner(target: &TargetSpec, format: ModelFormat) -> Result<PathBuf, CrossError> {
     check_toolchain(target)?;
     let root = embedded::materialise()?;
-    let out = cargo_command(target, &root)
-        .output()
-        .map_err(|e| CrossError::MissingTool {
-            tool: "cargo".into(),
-            hint: e.to_string(),
-        })?;
+    let out =
+        cargo_command(target, &root, format)
+            .output()
+            .map_err(|e| CrossError::MissingTool {
+                tool: "cargo".into(),
+                hint: e.to_string(),
+            })?;
     if !out.status.success() {
         let text = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = text
@@ -133,7 +150,7 @@ pub fn build_runner(target: &TargetSpec) -> Result<PathBuf, CrossError> {
             tail: tail.join(" | "),
         });
     }
-    Ok(cargo_build_dir()
+    Ok(runner_build_dir(format)
         .join(&target.triple)
         .join(target.optimize.profile())
         .join("distill-edge-runner"))
@@ -156,7 +173,7 @@ mod tests {
     #[test]
     fn cargo_gets_the_linker_and_c_tools_of_the_triple() {
         let t = TargetSpec::resolve("aarch64-musl").unwrap();
-        let cmd = cargo_command(&t, Path::new("."));
+        let cmd = cargo_command(&t, Path::new("."), ModelFormat::Nnef);
         let envs: Vec<(String, String)> = cmd
             .get_envs()
             .filter_map(|(k, v)| Some((k.to_string_lossy().into(), v?.to_string_lossy().into())))
@@ -176,7 +193,7 @@ mod tests {
     #[test]
     fn optimize_size_selects_the_size_profile() {
         let profile_of = |t: &TargetSpec| {
-            let cmd = cargo_command(t, Path::new("."));
+            let cmd = cargo_command(t, Path::new("."), ModelFormat::Nnef);
             let args: Vec<String> = cmd
                 .get_args()
                 .map(|a| a.to_string_lossy().into_owned())
@@ -214,7 +231,7 @@ mod tests {
     fn cargo_builds_the_materialised_runner_workspace() {
         let t = TargetSpec::resolve("aarch64").unwrap();
         let root = Path::new("/cache/sources/abc");
-        let cmd = cargo_command(&t, root);
+        let cmd = cargo_command(&t, root, ModelFormat::Nnef);
         let args: Vec<String> = cmd
             .get_args()
             .map(|a| a.to_string_lossy().into_owned())
@@ -225,5 +242,50 @@ mod tests {
         assert!(args.iter().any(|a| a == "--locked"));
         assert!(!args.iter().any(|a| a == "-p"));
         assert_eq!(cmd.get_current_dir(), Some(root));
+    }
+
+    /// The engine is chosen per bundle: only its feature, and a build directory of its own.
+    #[test]
+    fn each_engine_builds_with_only_its_feature_in_its_own_directory() {
+        let t = TargetSpec::resolve("aarch64").unwrap();
+        let root = Path::new("/src");
+        for format in [ModelFormat::Nnef, ModelFormat::Onnx] {
+            let cmd = cargo_command(&t, root, format);
+            let args: Vec<String> = cmd
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
+            assert!(
+                args.iter().any(|a| a == "--no-default-features"),
+                "{args:?}"
+            );
+            let i = args.iter().position(|a| a == "--features").unwrap();
+            assert_eq!(args[i + 1], format.name());
+            let dir = cmd
+                .get_envs()
+                .find(|(k, _)| *k == "CARGO_TARGET_DIR")
+                .and_then(|(_, v)| v)
+                .map(PathBuf::from)
+                .unwrap();
+            assert_eq!(dir, runner_build_dir(format));
+        }
+        assert_ne!(
+            runner_build_dir(ModelFormat::Nnef),
+            runner_build_dir(ModelFormat::Onnx)
+        );
+        // The features exist in the runner's manifest, and the NNEF one pulls no ONNX parser.
+        let manifest = embedded::RUNNER_FILES
+            .iter()
+            .find(|(p, _)| *p == "runner/Cargo.toml")
+            .map(|(_, b)| String::from_utf8_lossy(b))
+            .unwrap();
+        assert!(
+            manifest.contains("nnef = [\"dep:tract-nnef\"]"),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains("onnx = [\"dep:tract-onnx\"]"),
+            "{manifest}"
+        );
     }
 }

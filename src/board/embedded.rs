@@ -27,6 +27,18 @@ pub const RUNNER_FILES: &[EmbeddedFile] = &[
         include_bytes!("../../runner/src/main.rs"),
     ),
     (
+        "runner/src/engine.rs",
+        include_bytes!("../../runner/src/engine.rs"),
+    ),
+    (
+        "runner/src/engine_nnef.rs",
+        include_bytes!("../../runner/src/engine_nnef.rs"),
+    ),
+    (
+        "runner/src/engine_onnx.rs",
+        include_bytes!("../../runner/src/engine_onnx.rs"),
+    ),
+    (
         "schema/Cargo.toml",
         include_bytes!("../../schema/Cargo.toml"),
     ),

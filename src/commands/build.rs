@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::board::TargetSpec;
 use crate::board::bundle::{
-    BundleInputs, ModelFeed, make_shard, unlabelled_shard, write_bundle_with,
+    BundleInputs, ModelFeed, make_shard, prepare_models, unlabelled_shard, write_bundle_with,
 };
 use crate::board::cross::build_runner;
 use crate::cli::{BuildArgs, GlobalArgs};
@@ -271,37 +271,51 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
         smoke_test(m, &shard, &io)?;
     }
 
+    let mut models = vec![("fp32".to_string(), model.to_path_buf())];
+    if let Some(q) = &args.int8 {
+        models.push(("int8".to_string(), q.clone()));
+    }
+    let feed = ModelFeed {
+        io,
+        logits_output: if ours { 0 } else { pre.logits_output },
+        inputs,
+    };
+    reporter.line("host reference outputs with tract; converting the models to NNEF");
+    let prepared = prepare_models(&models, &shard, &feed)?;
+    let format = prepared.format();
+    if let Some(why) = prepared.onnx_fallback() {
+        reporter.line(format!("shipping ONNX and the tract-onnx runner: {why}"));
+    }
     let t = Instant::now();
     let runner = match &args.runner {
         Some(r) if r.is_file() => r.clone(),
         Some(r) => anyhow::bail!("--runner {}: no such file", r.display()),
         None => {
             reporter.line(format!(
-                "cross-compiling the runner for {} ({})",
-                target.name, target.triple
+                "cross-compiling the runner ({} engine) for {} ({})",
+                format.name(),
+                target.name,
+                target.triple
             ));
-            build_runner(&target)?
+            build_runner(&target, format)?
         }
     };
     let cross_build_seconds = t.elapsed().as_secs_f64();
-    let mut models = vec![("fp32".to_string(), model.to_path_buf())];
-    if let Some(q) = &args.int8 {
-        models.push(("int8".to_string(), q.clone()));
-    }
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("dist").join(&target.name));
     reporter.line(format!(
-        "writing bundle {} ({inputs}; host reference with tract)",
+        "writing bundle {} ({}; host reference with tract)",
         out.display(),
+        feed.inputs
     ));
     let manifest = write_bundle_with(
         &out,
         &BundleInputs {
             target: &target,
             runner: &runner,
-            models,
+            models: &prepared,
             shard: &shard,
             bench: BenchSettings {
                 batches: args.batches.clone(),
@@ -313,11 +327,7 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
                 profile: false,
             },
         },
-        &ModelFeed {
-            io,
-            logits_output: if ours { 0 } else { pre.logits_output },
-            inputs,
-        },
+        &feed,
     )?;
     let runner_bytes = std::fs::metadata(out.join("distill-edge-runner"))
         .map(|m| m.len())
@@ -352,6 +362,28 @@ fn bundle_only(args: &BuildArgs, model: &Path, global: &GlobalArgs) -> Result<()
                     h.model, h.images
                 ),
             }
+        }
+        for m in &report.manifest.models {
+            match &m.nnef_check {
+                Some(c) => println!(
+                    "{}: tract NNEF, {} against the ONNX model on {} images (max |diff| {:e}, tolerance {})",
+                    m.name,
+                    if c.bit_identical {
+                        "bit-identical"
+                    } else {
+                        "within tolerance"
+                    },
+                    c.images,
+                    c.max_abs_diff,
+                    c.tolerance
+                ),
+                None => println!("{}: ONNX", m.name),
+            }
+        }
+        if let Some(why) = &report.manifest.onnx_fallback {
+            println!("runner engine: onnx (tract-onnx), because {why}");
+        } else {
+            println!("runner engine: nnef (tract-core + tract-nnef)");
         }
         println!("inputs: {}", report.manifest.inputs);
         println!(

@@ -16,7 +16,7 @@ use crate::model::evaluate::{ModelMetrics, evaluate};
 use crate::progress::Reporter;
 use crate::table::{Table, pct};
 use crate::train::Checkpoint;
-use crate::train::distill::{distill, is_onnx, run_identity};
+use crate::train::distill::{distill, run_identity};
 use crate::train::teacher_cache::ForeignTeacher;
 
 fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<()> {
@@ -44,23 +44,24 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
     Ok(())
 }
 
-/// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file.
-fn onnx_teacher(config: &DistillConfig) -> Result<Option<OnnxTeacher>> {
-    match config.teacher.as_deref() {
-        Some(p) if is_onnx(p) => Ok(Some(OnnxTeacher::load(
-            p,
-            &config.teacher_onnx.clone().unwrap_or_default(),
-        )?)),
-        other => {
-            if config.teacher_onnx.is_some() {
-                bail!(
-                    "[teacher-onnx] is set but the teacher {} is not an .onnx file",
-                    other.map_or("(none)".into(), |p| p.display().to_string())
-                );
-            }
-            Ok(None)
-        }
+/// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file; with `indistill`,
+/// pruned for the student (one tap per block) on the images of `splits`.
+fn onnx_teacher(
+    config: &DistillConfig,
+    splits: &Splits,
+    indistill: bool,
+) -> Result<Option<OnnxTeacher>> {
+    let loaded = OnnxTeacher::for_config(config, &splits.train, indistill)?;
+    if loaded.is_none() && config.teacher_onnx.is_some() {
+        bail!(
+            "[teacher-onnx] is set but the teacher {} is not an .onnx file",
+            config
+                .teacher
+                .as_ref()
+                .map_or("(none)".into(), |p| p.display().to_string())
+        );
     }
+    Ok(loaded)
 }
 
 /// Runs one distillation; its output directory is locked for the run
@@ -96,7 +97,7 @@ pub fn run(args: &DistillArgs, global: &GlobalArgs) -> Result<()> {
         config.train.total_epochs(),
         out.display()
     ));
-    let foreign = onnx_teacher(&config)?;
+    let foreign = onnx_teacher(&config, &splits, config.distill.method == Method::Indistill)?;
     let report = distill(
         &config,
         &args.config.display().to_string(),
@@ -373,7 +374,11 @@ pub fn compare(args: &CompareArgs, global: &GlobalArgs) -> Result<()> {
         Some(v) => CompareData::HeldOut(data::split::hold_out(&loaded, v)?),
     };
     let training = cdata.training();
-    let foreign = onnx_teacher(&config)?;
+    let foreign = onnx_teacher(
+        &config,
+        &training,
+        variants.iter().any(|(_, v)| v.method == Method::Indistill),
+    )?;
     let cmp = Comparison {
         foreign: foreign.as_ref().map(|t| t as &dyn ForeignTeacher),
         base: &config,

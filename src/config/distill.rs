@@ -340,4 +340,101 @@ pub struct OnnxTeacherSpec {
     /// `rgb` or `bgr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_order: Option<String>,
+    /// InDistill: the teacher tap of each student block, one Conv node name or tap tensor
+    /// name per block (see `distill-edge inspect`); proposed when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taps: Option<Vec<String>>,
+}
+
+/// A frozen ONNX teacher given as a table: `teacher = { onnx = "teacher.onnx", … }`, the other
+/// keys those of [`OnnxTeacherSpec`] (preprocessing, logits output, embedding, taps).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct OnnxTeacherRef {
+    /// The model file.
+    pub onnx: std::path::PathBuf,
+    /// How to run it.
+    #[serde(flatten)]
+    pub spec: OnnxTeacherSpec,
+}
+
+impl OnnxTeacherRef {
+    /// Reads `teacher = { onnx = …, … }` (`field` names it in errors); `None` when the table
+    /// has no `onnx` key (it is then some other kind of teacher table).
+    pub fn from_table(
+        table: &toml::Table,
+        origin: &str,
+        field: &str,
+    ) -> Option<Result<Self, super::ConfigError>> {
+        let onnx = table.get("onnx")?;
+        let bad = |message: String| super::ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        let Some(path) = onnx.as_str() else {
+            return Some(Err(bad("onnx: expected the path of an .onnx file".into())));
+        };
+        let mut rest = table.clone();
+        rest.remove("onnx");
+        Some(
+            toml::Value::Table(rest)
+                .try_into::<OnnxTeacherSpec>()
+                .map_err(|e| bad(e.to_string().trim().replace('\n', " ")))
+                .map(|spec| Self {
+                    onnx: path.into(),
+                    spec,
+                }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod onnx_teacher_table_tests {
+    use crate::config::DistillConfig;
+
+    const REST: &str = "name = \"s\"\nstudent = \"cnn32-small\"\n[data]\nkind = \"synthetic\"\n[train]\nschedule = [{ epochs = 1, lr = 1e-3 }]\n[distill]\nmethod = \"pkt\"\n";
+
+    /// `head` (top-level keys) + the rest + `tail` (tables).
+    fn load_with(head: &str, tail: &str) -> Result<DistillConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.toml");
+        std::fs::write(&path, format!("{head}{REST}{tail}")).unwrap();
+        DistillConfig::load(&path).map_err(|e| e.to_string())
+    }
+
+    fn load(head: &str) -> Result<DistillConfig, String> {
+        load_with(head, "")
+    }
+
+    #[test]
+    fn a_teacher_table_with_onnx_is_the_path_plus_its_settings() {
+        let c = load("teacher = { onnx = \"t.onnx\", embedding = \"emb\", mean = [0.5], std = [0.25], taps = [\"a\", \"b\", \"c\"] }\n").unwrap();
+        assert!(c.teacher.unwrap().ends_with("t.onnx"));
+        let spec = c.teacher_onnx.unwrap();
+        assert_eq!(spec.embedding.as_deref(), Some("emb"));
+        assert_eq!(spec.mean, Some(vec![0.5]));
+        assert_eq!(spec.taps.unwrap().len(), 3);
+        // Today's forms still work.
+        let c = load_with(
+            "teacher = \"t.onnx\"\n",
+            "[teacher-onnx]\nembedding = \"emb\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.teacher_onnx.unwrap().embedding.as_deref(), Some("emb"));
+    }
+
+    #[test]
+    fn a_bad_teacher_table_is_refused_naming_the_key() {
+        let e = load("teacher = { onnx = \"t.onnx\", embeding = \"emb\" }\n").unwrap_err();
+        assert!(e.contains("teacher") && e.contains("embeding"), "{e}");
+        let e = load("teacher = { onnx = 3 }\n").unwrap_err();
+        assert!(e.contains("teacher: onnx: expected the path"), "{e}");
+        let e = load_with(
+            "teacher = { onnx = \"t.onnx\" }\n",
+            "[teacher-onnx]\nembedding = \"e\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+    }
 }

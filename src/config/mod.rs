@@ -263,7 +263,10 @@ impl TrainConfig {
 
     /// Reads a config file; relative paths inside it stay relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Self = read_toml(path)?;
+        let mut table: toml::Table = read_toml(path)?;
+        onnx_teacher_table(&mut table, path)?;
+        let mut config: Self =
+            parse_toml(&toml::to_string(&table).expect("a table serialises"), path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = config.data.relative_to(base);
         config.model = rebase_model(&config.model, base);
@@ -400,6 +403,35 @@ kind = "synthetic"
 batch-size = 64
 schedule = [{ epochs = 3, lr = 1e-3 }, { epochs = 1, lr = 1e-4 }]
 "#;
+
+/// `teacher = { onnx = "t.onnx", … }` in a train or distill config, rewritten in place as
+/// `teacher = "t.onnx"` with `[teacher-onnx]` (giving both forms is refused).
+fn onnx_teacher_table(table: &mut toml::Table, path: &Path) -> Result<(), ConfigError> {
+    let Some(toml::Value::Table(t)) = table.get("teacher") else {
+        return Ok(());
+    };
+    let Some(r) = distill::OnnxTeacherRef::from_table(t, &path.display().to_string(), "teacher")
+    else {
+        return Ok(());
+    };
+    let r = r?;
+    if table.contains_key("teacher-onnx") {
+        return Err(ConfigError::Invalid {
+            origin: path.display().to_string(),
+            field: "teacher-onnx".into(),
+            message: "give the ONNX teacher's settings in teacher = { onnx = … } or in [teacher-onnx], not both".into(),
+        });
+    }
+    table.insert(
+        "teacher".into(),
+        toml::Value::String(r.onnx.to_string_lossy().into_owned()),
+    );
+    table.insert(
+        "teacher-onnx".into(),
+        toml::Value::try_from(&r.spec).expect("the spec serialises"),
+    );
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {
@@ -579,11 +611,13 @@ pub struct DistillConfig {
     /// Dataset.
     pub data: DataSource,
     /// The teacher's `model.ckpt` (for InDistill: the auxiliary, of the student's depth), or
-    /// an ONNX model (`….onnx`, e.g. exported from PyTorch; PKT and KD, see `[teacher-onnx]`).
+    /// an ONNX model (`….onnx`, e.g. exported from PyTorch; see `[teacher-onnx]`), also
+    /// written `teacher = { onnx = "….onnx", <[teacher-onnx] keys> }`.
     /// Not needed by `method = "none"`.
     #[serde(default)]
     pub teacher: Option<PathBuf>,
-    /// How to run the teacher when it is an ONNX model (`teacher = "….onnx"`).
+    /// How to run the teacher when it is an ONNX model (`teacher = "….onnx"`): preprocessing,
+    /// logits output, embedding, InDistill taps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teacher_onnx: Option<distill::OnnxTeacherSpec>,
     /// Student model preset name or path to a model TOML.
@@ -634,7 +668,10 @@ fn check_weights(
 impl DistillConfig {
     /// Reads a config file; relative paths are taken relative to its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut config: Self = read_toml(path)?;
+        let mut table: toml::Table = read_toml(path)?;
+        onnx_teacher_table(&mut table, path)?;
+        let mut config: Self =
+            parse_toml(&toml::to_string(&table).expect("a table serialises"), path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = config.data.relative_to(base);
         let rebase = |p: &mut Option<PathBuf>| {

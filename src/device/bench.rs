@@ -9,7 +9,7 @@ use super::{DeviceError, Transport};
 use crate::board::TargetSpec;
 use crate::board::bundle::manifest_digest_path;
 use crate::infer::parity::{Parity, Tolerance, compare};
-use distill_edge_schema::{MANIFEST, Manifest, ModelResult, RunnerResult, sha256_hex};
+use distill_edge_schema::{MANIFEST, Manifest, ModelFormat, ModelResult, RunnerResult, sha256_hex};
 
 /// Errors running a bundle on a device.
 #[derive(Debug, thiserror::Error)]
@@ -167,9 +167,9 @@ pub struct Sizes {
 pub struct ModelSize {
     /// `fp32` / `int8`.
     pub model: String,
-    /// The ONNX file.
+    /// The model file (ONNX or NNEF).
     pub file_bytes: u64,
-    /// Its initializers' data.
+    /// Its weights' data (ONNX initializers, NNEF tensor files).
     pub weight_bytes: u64,
 }
 
@@ -189,8 +189,13 @@ fn sizes(bundle: &Path, manifest: &Manifest) -> Sizes {
                 file_bytes: manifest.entry(&m.file).map_or(0, |e| e.bytes),
                 weight_bytes: std::fs::read(bundle.join(&m.file))
                     .ok()
-                    .and_then(|b| crate::onnx::proto::decode(&b).ok())
-                    .map_or(0, |m| crate::hostcheck::weight_bytes(&m)),
+                    .and_then(|b| match m.format {
+                        ModelFormat::Onnx => crate::onnx::proto::decode(&b)
+                            .ok()
+                            .map(|m| crate::hostcheck::weight_bytes(&m)),
+                        ModelFormat::Nnef => crate::infer::nnef::weight_bytes(&b),
+                    })
+                    .unwrap_or(0),
             })
             .collect(),
     }
@@ -585,12 +590,15 @@ pub fn run_bundle(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+    use crate::board::bundle::{BundleInputs, ModelFeed, make_shard, prepare_models, write_bundle};
     use crate::data::prep::Normalization;
     use crate::model::{ConvNet, ModelSpec};
     use crate::onnx::export::{ExportOptions, export_model};
     use crate::train::checkpoint::{Checkpoint, CheckpointHeader, FORMAT};
     use distill_edge_schema::BenchSettings;
+
+    /// The model file of [`bundle_for`]'s bundles: the cnn32-small converts to NNEF.
+    const MODEL_FILE: &str = "student-fp32.nnef.tar";
 
     /// A host-arch bundle of a random cnn32-small and a synthetic shard.
     fn host_bundle(dir: &Path) -> (TargetSpec, std::path::PathBuf) {
@@ -637,12 +645,15 @@ pub(crate) mod tests {
         std::fs::write(&onnx, crate::onnx::proto::encode(&model)).unwrap();
         let shard = make_shard(&splits.test, &norm, 40);
         let bundle = dir.join("bundle");
+        let models =
+            prepare_models(&[("fp32".into(), onnx)], &shard, &ModelFeed::default()).unwrap();
+        assert_eq!(models.format(), distill_edge_schema::ModelFormat::Nnef);
         write_bundle(
             &bundle,
             &BundleInputs {
                 target,
                 runner,
-                models: vec![("fp32".into(), onnx)],
+                models: &models,
                 shard: &shard,
                 bench: BenchSettings {
                     batches: vec![1],
@@ -682,7 +693,7 @@ pub(crate) mod tests {
         assert_eq!(report.models[0].device.latency[0].runs, 3);
 
         // A tampered model is refused by the runner's manifest check.
-        let model = bundle.join("student-fp32.onnx");
+        let model = bundle.join(MODEL_FILE);
         let mut bytes = std::fs::read(&model).unwrap();
         bytes[100] ^= 0xff;
         std::fs::write(&model, bytes).unwrap();
@@ -792,9 +803,9 @@ pub(crate) mod tests {
             v["files"]
                 .as_array_mut()
                 .unwrap()
-                .retain(|f| f["path"] != "student-fp32.onnx");
+                .retain(|f| f["path"] != MODEL_FILE);
         });
-        let model = dir.join("student-fp32.onnx");
+        let model = dir.join(MODEL_FILE);
         let mut bytes = std::fs::read(&model).unwrap();
         bytes[100] ^= 0xff;
         std::fs::write(&model, bytes).unwrap();
@@ -883,7 +894,7 @@ pub(crate) mod tests {
         let err = bench(&target, &bundle, &on_board).unwrap_err().to_string();
         assert!(err.contains("exit status Some(1)"), "{err}");
         assert!(
-            err.contains("student-fp32.onnx: not listed in the manifest"),
+            err.contains(&format!("{MODEL_FILE}: not listed in the manifest")),
             "{err}"
         );
 
@@ -894,12 +905,15 @@ pub(crate) mod tests {
         std::fs::write(&record, forged).unwrap();
         let err = bench(&target, &bundle, &NoUpload).unwrap_err().to_string();
         assert!(
-            err.contains("student-fp32.onnx: not listed in the manifest"),
+            err.contains(&format!("{MODEL_FILE}: not listed in the manifest")),
             "{err}"
         );
         let (code, stderr) = run_runner(&bundle, &["--no-verify"]);
         assert_eq!(code, Some(1), "{stderr}");
-        assert!(stderr.contains("student-fp32.onnx: not listed"), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{MODEL_FILE}: not listed")),
+            "{stderr}"
+        );
     }
 
     #[test]

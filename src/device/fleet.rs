@@ -291,7 +291,9 @@ mod tests {
             &host,
             &crate::testing::host_runner(),
         );
-        let arm_runner = crate::board::cross::build_runner(&aarch64).unwrap();
+        let arm_runner =
+            crate::board::cross::build_runner(&aarch64, distill_edge_schema::ModelFormat::Nnef)
+                .unwrap();
         let arm_bundle =
             crate::device::bench::tests::bundle_for(&tmp.path().join("arm"), &aarch64, &arm_runner);
         let closed = std::net::TcpListener::bind("127.0.0.1:0")

@@ -1,6 +1,7 @@
 //! Inference engines behind one trait: tract (pure Rust, the on-device engine) and, with the
 //! `ort` cargo feature, ONNX Runtime.
 
+pub mod nnef;
 pub mod parity;
 pub mod preprocess;
 pub mod teacher;

@@ -5,6 +5,10 @@
 //! embedding that may be any named tensor inside the graph: when it is not an output, the graph
 //! is edited to expose it as one. Training reads its outputs through the teacher-output cache
 //! (`train::teacher_cache`), which calls [`OnnxTeacher`] once over the training split.
+//!
+//! For InDistill the teacher is loaded for a student: one pruned side branch per student block
+//! is added to the graph by `onnx::surgery` (its outputs are the curriculum targets), with the
+//! taps `[teacher-onnx] taps` names or, without it, the ones `onnx::graph` proposes.
 
 use std::path::Path;
 
@@ -14,8 +18,10 @@ use super::{Batch, InferError, ModelIo};
 use crate::config::distill::OnnxTeacherSpec;
 use crate::data::Dataset;
 use crate::data::prep::Normalization;
+use crate::model::Architecture;
+use crate::onnx::surgery::PrunedTap;
 use crate::onnx::{meta, proto};
-use crate::train::teacher_cache::ForeignTeacher;
+use crate::train::teacher_cache::{ForeignOutputs, ForeignTeacher};
 
 /// A loaded ONNX teacher.
 pub struct OnnxTeacher {
@@ -26,6 +32,8 @@ pub struct OnnxTeacher {
     embedding: usize,
     embedding_name: String,
     classes: usize,
+    /// The pruned side branches (InDistill), with the index of each one's output.
+    taps: Vec<(PrunedTap, usize)>,
 }
 
 fn load_err(path: &Path, message: String) -> InferError {
@@ -37,8 +45,14 @@ fn load_err(path: &Path, message: String) -> InferError {
 
 impl OnnxTeacher {
     /// Loads `path` with the settings of `spec`. Every operator tract cannot run is listed at
-    /// once; a missing embedding tensor names the graph's outputs.
-    pub fn load(path: &Path, spec: &OnnxTeacherSpec) -> Result<Self, InferError> {
+    /// once; a missing embedding tensor names the graph's outputs. With `student` (InDistill),
+    /// the graph gets one pruned branch per student block (see `onnx::surgery`); a tap that
+    /// cannot serve is refused with the reason and the taps that would.
+    pub fn load(
+        path: &Path,
+        spec: &OnnxTeacherSpec,
+        student: Option<&Architecture>,
+    ) -> Result<Self, InferError> {
         let bytes = std::fs::read(path).map_err(|e| load_err(path, e.to_string()))?;
         let unsupported = super::tract::unsupported_ops(&bytes).map_err(|e| load_err(path, e))?;
         if !unsupported.is_empty() {
@@ -85,7 +99,6 @@ impl OnnxTeacher {
                 },
             )?;
         }
-        let bytes = proto::encode(&model);
         let meta_norm = metadata_normalization(&model);
         let overrides = PreprocessOverrides {
             file: None,
@@ -102,8 +115,23 @@ impl OnnxTeacher {
                 .transpose()?,
             logits_output: spec.logits_output.clone(),
         };
-        let pre = Preprocess::resolve(path, &bytes, &overrides, meta_norm.as_ref())
+        let pre = Preprocess::resolve(path, &proto::encode(&model), &overrides, meta_norm.as_ref())
             .map_err(|e| load_err(path, e.to_string()))?;
+        let pruned = match student {
+            Some(student) => {
+                let info = crate::onnx::graph::analyse(&model, Some(pre.input))
+                    .map_err(|e| load_err(path, e.to_string()))?;
+                crate::onnx::surgery::add_pruned_taps(
+                    &mut model,
+                    &info,
+                    student,
+                    spec.taps.as_deref(),
+                )
+                .map_err(|e| load_err(path, format!("InDistill taps: {e}")))?
+            }
+            None => Vec::new(),
+        };
+        let bytes = proto::encode(&model);
         if pre.normalization.is_none() {
             return Err(load_err(
                 path,
@@ -127,6 +155,18 @@ impl OnnxTeacher {
             )
         })?;
         let logits = find(&pre.logits_name).unwrap_or(pre.logits_output);
+        let taps = pruned
+            .into_iter()
+            .map(|t| {
+                let i = find(&t.output).ok_or_else(|| {
+                    load_err(
+                        path,
+                        format!("tract does not give the tap output {:?}", t.output),
+                    )
+                })?;
+                Ok((t, i))
+            })
+            .collect::<Result<Vec<_>, InferError>>()?;
         let mut teacher = OnnxTeacher {
             label,
             engine,
@@ -135,6 +175,7 @@ impl OnnxTeacher {
             embedding,
             embedding_name,
             classes: 0,
+            taps,
         };
         // One probe image fixes the number of classes and checks the outputs' shapes.
         let probe = teacher.pre.random_inputs(1, 0);
@@ -144,6 +185,18 @@ impl OnnxTeacher {
             shape: [1, c, h, w],
         })?;
         teacher.classes = out[teacher.logits].1.len();
+        for (t, i) in &teacher.taps {
+            let want = [1, t.shape[0], t.shape[1], t.shape[2]];
+            if out[*i].0 != want {
+                return Err(load_err(
+                    path,
+                    format!(
+                        "InDistill tap of block {} ({}): tract gives shape {:?}, the student's block needs {want:?}",
+                        t.block, t.conv, out[*i].0
+                    ),
+                ));
+            }
+        }
         if teacher.classes == 0 || out[teacher.embedding].1.is_empty() {
             return Err(load_err(
                 path,
@@ -151,6 +204,61 @@ impl OnnxTeacher {
             ));
         }
         Ok(teacher)
+    }
+}
+
+impl OnnxTeacher {
+    /// The ONNX teacher of `config`, loaded, when `teacher` is an `.onnx` file (`None`
+    /// otherwise); with `indistill`, pruned for the student (bound to the images of `data`).
+    pub fn for_config(
+        config: &crate::config::DistillConfig,
+        data: &Dataset,
+        indistill: bool,
+    ) -> Result<Option<Self>, InferError> {
+        let Some(path) = config
+            .teacher
+            .as_deref()
+            .filter(|p| crate::train::distill::is_onnx(p))
+        else {
+            return Ok(None);
+        };
+        let student = if indistill {
+            let arch = crate::model::ModelSpec::resolve(&config.student, Path::new("."))
+                .and_then(|s| s.bind(data.shape, data.classes.len()))
+                .map_err(|e| load_err(path, format!("student {}: {e}", config.student)))?;
+            Some(arch)
+        } else {
+            None
+        };
+        Self::load(
+            path,
+            &config.teacher_onnx.clone().unwrap_or_default(),
+            student.as_ref(),
+        )
+        .map(Some)
+    }
+
+    /// `[c, h, w]` of the teacher's input.
+    pub fn input(&self) -> [usize; 3] {
+        self.pre.input
+    }
+
+    /// Top-1 accuracy (0..1) of the teacher's logits on `data`, in batches of `batch` images.
+    pub fn accuracy(&self, data: &Dataset, batch: usize) -> Result<f64, String> {
+        let indices: Vec<usize> = (0..data.len()).collect();
+        let mut correct = 0usize;
+        for chunk in indices.chunks(batch.max(1)) {
+            let out = self.outputs(data, chunk)?;
+            for (row, &i) in out.logits.chunks_exact(self.classes).zip(chunk) {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(0, |(j, _)| j);
+                correct += usize::from(best == usize::from(data.labels[i]));
+            }
+        }
+        Ok(correct as f64 / data.len().max(1) as f64)
     }
 }
 
@@ -171,24 +279,26 @@ fn metadata_normalization(model: &proto::pb::ModelProto) -> Option<Normalization
 
 impl ForeignTeacher for OnnxTeacher {
     fn identity(&self) -> String {
+        let taps: Vec<&PrunedTap> = self.taps.iter().map(|(t, _)| t).collect();
         format!(
-            "onnx:{}:{}:{:?}:{}",
+            "onnx:{}:{}:{:?}:{}:{}",
             self.embedding_name,
             self.pre.logits_name,
             self.pre.input,
-            serde_json::to_string(&self.pre).unwrap_or_default()
+            serde_json::to_string(&self.pre).unwrap_or_default(),
+            serde_json::to_string(&taps).unwrap_or_default()
         )
+    }
+
+    fn tap_shapes(&self) -> Vec<[usize; 3]> {
+        self.taps.iter().map(|(t, _)| t.shape).collect()
     }
 
     fn classes(&self) -> usize {
         self.classes
     }
 
-    fn outputs(
-        &self,
-        data: &Dataset,
-        picks: &[usize],
-    ) -> Result<(Vec<f32>, Vec<f32>, usize), String> {
+    fn outputs(&self, data: &Dataset, picks: &[usize]) -> Result<ForeignOutputs, String> {
         let x = self
             .pre
             .images(data, picks)
@@ -211,6 +321,25 @@ impl ForeignTeacher for OnnxTeacher {
                 embedding.len()
             ));
         }
-        Ok((logits.clone(), embedding.clone(), embedding.len() / n))
+        let mut taps = Vec::with_capacity(self.taps.len());
+        for (t, i) in &self.taps {
+            let values = &out[*i].1;
+            if values.len() != n * t.shape.iter().product::<usize>() {
+                return Err(format!(
+                    "teacher {}: {} values for the tap of block {} for {n} images of shape {:?}",
+                    self.label,
+                    values.len(),
+                    t.block,
+                    t.shape
+                ));
+            }
+            taps.push(values.clone());
+        }
+        Ok(ForeignOutputs {
+            logits: logits.clone(),
+            embedding: embedding.clone(),
+            dim: embedding.len() / n,
+            taps,
+        })
     }
 }

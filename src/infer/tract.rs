@@ -158,6 +158,25 @@ impl TractEngine {
         })
     }
 
+    /// The model typed and decluttered with its batch dimension left symbolic (symbol
+    /// `batch_symbol`), the form tract's NNEF writer serialises (`infer::nnef`).
+    pub fn symbolic_batch_model(&self, batch_symbol: &str) -> Result<TypedModel, InferError> {
+        let [c, h, w] = self.input;
+        let n = self.model.symbols.sym(batch_symbol);
+        self.model
+            .clone()
+            .with_input_fact(
+                0,
+                f32::fact(&[n.to_dim(), c.to_dim(), h.to_dim(), w.to_dim()]).into(),
+            )
+            .and_then(|m| m.into_typed())
+            .and_then(|m| m.into_decluttered())
+            .map_err(|e| InferError::Load {
+                path: self.path.clone(),
+                message: format!("{e:#}").replace('\n', " "),
+            })
+    }
+
     fn plan(&self, batch: usize) -> Result<Runnable, InferError> {
         let [c, h, w] = self.input;
         let plan = self

@@ -1,5 +1,6 @@
 //! Models: specs (TOML) and the burn modules built from them.
 
+pub mod batch_norm;
 pub mod evaluate;
 pub mod infer;
 pub mod net;

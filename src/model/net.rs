@@ -7,6 +7,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::batch_norm;
 use super::spec::{Architecture, BlockKind, BlockSpec};
 
 /// conv -> [BN] -> ReLU -> [max pool]; for a separable block the depthwise conv -> [BN] ->
@@ -74,7 +75,7 @@ impl ConvBlock {
             Some(dw) => {
                 let x = dw.forward(x);
                 relu(match &self.depthwise_bn {
-                    Some(bn) => bn.forward(x),
+                    Some(bn) => batch_norm::forward(bn, x),
                     None => x,
                 })
             }
@@ -82,7 +83,7 @@ impl ConvBlock {
         };
         let x = self.conv.forward(x);
         let x = match &self.bn {
-            Some(bn) => bn.forward(x),
+            Some(bn) => batch_norm::forward(bn, x),
             None => x,
         };
         let x = relu(x);

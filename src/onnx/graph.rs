@@ -248,23 +248,11 @@ const ACTIVATIONS: &[&str] = &[
     "Gelu",
 ];
 
+/// Ops besides [`ACTIVATIONS`] whose output has their first input's shape.
 const SHAPE_PRESERVING: &[&str] = &[
     "BatchNormalization",
     "Identity",
     "Dropout",
-    "Relu",
-    "Clip",
-    "LeakyRelu",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Tanh",
-    "Elu",
-    "Selu",
-    "PRelu",
-    "Softplus",
-    "Mish",
-    "Gelu",
     "Softmax",
     "LogSoftmax",
     "Exp",
@@ -343,7 +331,7 @@ fn propagate(
                 }
                 s
             }),
-            op if SHAPE_PRESERVING.contains(&op) => get(0).cloned(),
+            op if ACTIVATIONS.contains(&op) || SHAPE_PRESERVING.contains(&op) => get(0).cloned(),
             "Add" | "Sub" | "Mul" | "Div" | "Pow" | "Max" | "Min" | "Sum" => (|| {
                 let mut s = get(0)?.clone();
                 for i in 1..node.input.len() {

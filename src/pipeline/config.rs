@@ -12,6 +12,7 @@ use crate::config::quant::{
 };
 use crate::config::{ConfigError, TrainSettings};
 use crate::data::DataSource;
+use crate::data::split::ValidationSplit;
 
 /// A network trained with cross-entropy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -256,8 +257,14 @@ pub struct PipelineConfig {
     pub seed: u64,
     /// Dataset.
     pub data: DataSource,
-    /// Big teacher.
-    pub teacher: TeacherSection,
+    /// Big teacher, trained by the build (absent when `teacher_onnx` gives one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teacher: Option<TeacherSection>,
+    /// A frozen ONNX teacher instead (`teacher = { onnx = "t.onnx", … }`, read by [`Self::load`]
+    /// from the `[teacher]` table when it has an `onnx` key): the teacher stage then measures
+    /// its accuracy with tract instead of training.
+    #[serde(skip)]
+    pub teacher_onnx: Option<crate::config::distill::OnnxTeacherRef>,
     /// Optional auxiliary (absent: the student learns from the teacher, which must then have
     /// the student's depth).
     #[serde(default)]
@@ -278,6 +285,10 @@ pub struct PipelineConfig {
     /// Not part of any stage's fingerprint: switching it reruns nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,
+    /// Images held out of the training split for every training stage; each trained network
+    /// is then evaluated on them as well as on the test split.
+    #[serde(default)]
+    pub validation: Option<ValidationSplit>,
 }
 
 /// Deep-merges `over` into `base` (tables merge key by key; other values replace).
@@ -328,10 +339,27 @@ impl PipelineConfig {
                 }
             }
         }
+        let origin = path.display().to_string();
+        let onnx = match table.get("teacher") {
+            Some(toml::Value::Table(t)) => {
+                crate::config::distill::OnnxTeacherRef::from_table(t, &origin, "teacher")
+                    .transpose()?
+            }
+            _ => None,
+        };
+        if onnx.is_some() {
+            table.remove("teacher");
+        }
         let mut config: Self =
             crate::config::parse_toml(&toml::to_string(&table).expect("table"), path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.data = config.data.relative_to(base);
+        config.teacher_onnx = onnx.map(|mut r| {
+            if r.onnx.is_relative() {
+                r.onnx = base.join(&r.onnx);
+            }
+            r
+        });
         config.validate(&path.display().to_string())?;
         Ok((config, names))
     }
@@ -339,7 +367,17 @@ impl PipelineConfig {
     /// Range checks of every section.
     pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
         crate::config::validate_name(origin, "name", &self.name)?;
-        self.teacher.train.validate(origin, "teacher.train")?;
+        match (&self.teacher, &self.teacher_onnx) {
+            (Some(t), None) => t.train.validate(origin, "teacher.train")?,
+            (None, Some(_)) => {}
+            _ => {
+                return Err(ConfigError::Invalid {
+                    origin: origin.into(),
+                    field: "teacher".into(),
+                    message: "expected [teacher] with model and train, or teacher = { onnx = \"teacher.onnx\", … }".into(),
+                });
+            }
+        }
         if let Some(a) = &self.auxiliary {
             a.train.validate(origin, "auxiliary.train")?;
             if a.init == AuxInit::Baseline {
@@ -363,7 +401,11 @@ impl PipelineConfig {
         self.export.validate(origin)?;
         // Settings that depend on the image size, where the data source fixes it.
         if let Some((h, w)) = crate::config::image_size(&self.data) {
-            let mut schedules = vec![(&self.teacher.train, "teacher.train")];
+            let mut schedules: Vec<(&TrainSettings, &str)> = self
+                .teacher
+                .iter()
+                .map(|t| (&t.train, "teacher.train"))
+                .collect();
             if let Some(a) = &self.auxiliary {
                 schedules.push((&a.train, "auxiliary.train"));
                 if let Some(b) = &a.baseline {
@@ -409,7 +451,7 @@ mod tests {
             }
             // The public reference protocol, item by item.
             let (r, _) = PipelineConfig::load(&shipped(file), Some("reference")).unwrap();
-            assert_eq!(r.teacher.train.total_epochs(), 80, "{file}");
+            assert_eq!(r.teacher.unwrap().train.total_epochs(), 80, "{file}");
             let aux = r.auxiliary.as_ref().unwrap();
             assert_eq!(aux.init, AuxInit::Baseline);
             assert_eq!(aux.baseline.as_ref().unwrap().total_epochs(), 80);
@@ -426,7 +468,24 @@ mod tests {
             );
             assert!(s.distill.reset_optimizer_each_epoch);
             assert_eq!(s.baselines_train.as_ref().unwrap().total_epochs(), 80);
+            assert!(
+                r.validation.is_some(),
+                "{file}: choices are made on validation"
+            );
         }
+        // The quick profile: the student alone gets as many epochs as InDistill's curriculum
+        // and main phase together, and both are judged on held-out images too.
+        let (q, _) = PipelineConfig::load(&shipped("fashion-mnist.toml"), None).unwrap();
+        let curriculum: usize = q.student.distill.curriculum.iter().sum();
+        assert_eq!(
+            q.student.baselines_train.as_ref().unwrap().total_epochs(),
+            q.student.train.total_epochs() + curriculum
+        );
+        assert!(q.validation.is_some());
+        let (r, _) =
+            PipelineConfig::load(&shipped("fashion-mnist.toml"), Some("reference")).unwrap();
+        assert_eq!(r.teacher.as_ref().unwrap().model, "cnn32-large");
+        assert_eq!(r.auxiliary.as_ref().unwrap().model, "cnn32");
     }
 
     #[test]

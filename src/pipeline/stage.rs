@@ -17,6 +17,7 @@ use std::time::Instant;
 use anyhow::{Context as _, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::data::split::ValidationSplit;
 use crate::data::{self, DataSource, Splits};
 use crate::fsutil::{DirLock, clean_stale_temps, sha256_file, sha256_hex, write_json_atomic};
 use crate::progress::Reporter;
@@ -63,6 +64,15 @@ impl Inputs {
         Ok(self)
     }
 
+    /// Adds `key = value` when `value` is `Some`; nothing otherwise, so a new optional
+    /// setting left unset keeps the fingerprints of configs written before it existed.
+    pub fn add_some<T: Serialize>(self, key: &str, value: &Option<T>) -> Result<Self> {
+        match value {
+            Some(v) => self.add(key, v),
+            None => Ok(self),
+        }
+    }
+
     /// The finished value.
     pub fn done(self) -> serde_json::Value {
         serde_json::Value::Object(self.0)
@@ -74,7 +84,8 @@ impl Inputs {
 pub struct Context {
     root: PathBuf,
     data: DataSource,
-    splits: RefCell<Option<Rc<Splits>>>,
+    validation: Option<ValidationSplit>,
+    splits: RefCell<Option<Loaded>>,
     terminal: Reporter,
     quiet: bool,
     verbose: bool,
@@ -88,6 +99,7 @@ impl Context {
         Self {
             root,
             data,
+            validation: None,
             splits: RefCell::new(None),
             terminal: Reporter::new(quiet),
             quiet,
@@ -117,22 +129,81 @@ impl Context {
         self.root.join(stage)
     }
 
-    /// The dataset, loaded on first use.
-    pub fn splits(&self) -> Result<Rc<Splits>> {
-        if let Some(s) = self.splits.borrow().as_ref() {
-            return Ok(s.clone());
+    /// Holds `split` out of the training split: [`Self::splits`] then trains on the rest, and
+    /// [`Self::validation_splits`] evaluates on it.
+    pub fn with_validation(mut self, split: Option<ValidationSplit>) -> Self {
+        self.validation = split;
+        self
+    }
+
+    fn loaded(&self) -> Result<Loaded> {
+        if let Some(l) = self.splits.borrow().as_ref() {
+            return Ok(l.clone());
         }
         self.terminal
             .line(format!("loading {} data", self.data.name()));
-        let s = Rc::new(data::load(&self.data)?);
-        *self.splits.borrow_mut() = Some(s.clone());
-        Ok(s)
+        let all = data::load(&self.data)?;
+        let l = match &self.validation {
+            None => Loaded {
+                training: Rc::new(all),
+                validation: None,
+            },
+            Some(v) => {
+                let held = data::split::hold_out(&all, v)?;
+                Loaded {
+                    training: Rc::new(held.for_test()),
+                    validation: Some(Rc::new(held.for_validation())),
+                }
+            }
+        };
+        *self.splits.borrow_mut() = Some(l.clone());
+        Ok(l)
     }
 
-    /// The dataset if a stage loaded it.
-    pub fn loaded_splits(&self) -> Option<Rc<Splits>> {
-        self.splits.borrow().clone()
+    /// The dataset, loaded on first use: the training split (without the validation images,
+    /// when the config holds some out) and the test split.
+    pub fn splits(&self) -> Result<Rc<Splits>> {
+        Ok(self.loaded()?.training)
     }
+
+    /// What a training stage trains on: the training images, and the images its per-epoch
+    /// figures are measured on: the validation images when the config holds some out (so the
+    /// test split is looked at only by the final evaluation), else the test split.
+    pub fn training_splits(&self) -> Result<Rc<Splits>> {
+        let l = self.loaded()?;
+        Ok(l.validation.unwrap_or(l.training))
+    }
+
+    /// With a `[validation]` split: the training images and the validation images as the
+    /// evaluation split (retrieval's database is the training images without them).
+    pub fn validation_splits(&self) -> Result<Option<Rc<Splits>>> {
+        Ok(self.loaded()?.validation)
+    }
+
+    /// The dataset as loaded, if a stage loaded it: `fashion-mnist (55000 train / 5000
+    /// validation / 10000 test, 1x28x28)`.
+    pub fn describe_loaded(&self) -> Option<String> {
+        let l = self.splits.borrow().clone()?;
+        let s = &l.training;
+        Some(match &l.validation {
+            None => s.describe(self.data.name()),
+            Some(v) => format!(
+                "{} ({} train / {} validation / {} test, {})",
+                self.data.name(),
+                s.train.len(),
+                v.test.len(),
+                s.test.len(),
+                s.train.shape
+            ),
+        })
+    }
+}
+
+/// The dataset as the stages see it.
+#[derive(Clone)]
+struct Loaded {
+    training: Rc<Splits>,
+    validation: Option<Rc<Splits>>,
 }
 
 /// What `stage.json` holds.

@@ -346,11 +346,6 @@ fn a_failed_check_stays_a_check_failure() {
 #[test]
 fn the_default_pipeline_has_these_stages_in_this_order() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (config, _) = super::config::PipelineConfig::load(
-        &root.join("configs/pipeline/fashion-mnist.toml"),
-        None,
-    )
-    .unwrap();
     let opts = super::BuildOptions {
         targets: vec![crate::board::TargetSpec::resolve("aarch64").unwrap()],
         device: None,
@@ -360,27 +355,33 @@ fn the_default_pipeline_has_these_stages_in_this_order() {
         connect_timeout: std::time::Duration::from_secs(10),
         ssh_options: vec![],
     };
-    let list = super::stages::all(&config, &opts);
-    let names = super::stage::order(&list).unwrap();
-    let mut expected = vec!["teacher"];
-    if config
-        .auxiliary
-        .as_ref()
-        .is_some_and(|a| a.init == super::config::AuxInit::Baseline)
-    {
-        expected.push("auxiliary-baseline");
+    // quick: the teacher teaches the student directly; reference: through the auxiliary,
+    // which starts from its own supervised baseline.
+    for (profile, middle) in [
+        (None, &[][..]),
+        (Some("reference"), &["auxiliary-baseline", "auxiliary"][..]),
+    ] {
+        let (config, _) = super::config::PipelineConfig::load(
+            &root.join("configs/pipeline/fashion-mnist.toml"),
+            profile,
+        )
+        .unwrap();
+        assert!(config.validation.is_some(), "{profile:?}");
+        let list = super::stages::all(&config, &opts);
+        let names = super::stage::order(&list).unwrap();
+        let mut expected = vec!["teacher"];
+        expected.extend(middle);
+        expected.extend([
+            "student",
+            "baseline-none",
+            "export",
+            "check",
+            "bundle-aarch64",
+            "bench-aarch64",
+        ]);
+        assert_eq!(names, expected, "{profile:?}");
+        assert_eq!(fingerprints(&list).unwrap().len(), expected.len());
     }
-    expected.extend([
-        "auxiliary",
-        "student",
-        "baseline-none",
-        "export",
-        "check",
-        "bundle-aarch64",
-        "bench-aarch64",
-    ]);
-    assert_eq!(names, expected);
-    assert_eq!(fingerprints(&list).unwrap().len(), expected.len());
 }
 
 #[test]

@@ -310,7 +310,10 @@ fn models(models: &[ModelRow], b: &mut Vec<Block>) {
         return;
     }
     let (pk, shared_k) = precision_heading(models);
-    let mut t = Table::new(&[
+    let validated = models
+        .iter()
+        .any(|m| m.validation_accuracy.is_some() || m.validation_map_cosine.is_some());
+    let mut columns = vec![
         ("role", false),
         ("architecture", false),
         ("params", true),
@@ -318,10 +321,17 @@ fn models(models: &[ModelRow], b: &mut Vec<Block>) {
         ("top-1", true),
         ("mAP (cosine)", true),
         ("mAP (L2)", true),
-        (&pk, true),
+        (pk.as_str(), true),
         ("ONNX size", true),
         ("train time", true),
-    ]);
+    ];
+    if validated {
+        columns.extend([
+            ("validation top-1", true),
+            ("validation mAP (cosine)", true),
+        ]);
+    }
+    let mut t = Table::new(&columns);
     for m in models {
         let top1 = match m.accuracy {
             Some(a) => Cell::plain(fmt::pct(a)),
@@ -349,8 +359,60 @@ fn models(models: &[ModelRow], b: &mut Vec<Block>) {
                 Cell::tone("-", Tone::Muted)
             },
         ]);
+        if validated {
+            let row = t.rows.last_mut().expect("row just pushed");
+            row.push(Cell::plain(fmt::opt_pct(m.validation_accuracy)));
+            row.push(Cell::plain(fmt::opt_pct(m.validation_map_cosine)));
+        }
     }
     b.push(Block::Table(t));
+    if let Some(v) = method_vs_alone(models) {
+        b.push(Block::Para(v));
+    }
+}
+
+/// The distilled student against the student trained alone, on the validation images (when
+/// held out) and the test split: top-1 and retrieval mAP (cosine) differences, one seed.
+pub(super) fn method_vs_alone(models: &[ModelRow]) -> Option<String> {
+    let student = models.iter().find(|m| m.role.starts_with("student ("))?;
+    let alone = models.iter().find(|m| m.role == "student alone")?;
+    let method = student
+        .role
+        .trim_start_matches("student (")
+        .trim_end_matches(')');
+    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| 100.0 * (a - b));
+    let both = |what: &str, val: Option<f64>, test: Option<f64>| -> Option<String> {
+        let pp = |d: f64| format!("{d:+.2} pp");
+        match (val, test) {
+            (Some(v), Some(t)) => {
+                Some(format!("{what} {} on validation, {} on test", pp(v), pp(t)))
+            }
+            (None, Some(t)) => Some(format!("{what} {} on test", pp(t))),
+            (Some(v), None) => Some(format!("{what} {} on validation", pp(v))),
+            (None, None) => None,
+        }
+    };
+    let parts: Vec<String> = [
+        both(
+            "top-1",
+            diff(student.validation_accuracy, alone.validation_accuracy),
+            diff(student.accuracy, alone.accuracy),
+        ),
+        both(
+            "mAP (cosine)",
+            diff(student.validation_map_cosine, alone.validation_map_cosine),
+            diff(student.map_cosine, alone.map_cosine),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| {
+        format!(
+            "{method} vs student alone: {} (one seed; docs/RESULTS.md has the seed-to-seed spread)",
+            parts.join(" · ")
+        )
+    })
 }
 
 fn latency_table(label: &str) -> Table {

@@ -100,6 +100,13 @@ pub struct ModelRow {
     pub onnx_bytes: Option<u64>,
     /// Training wall time, seconds.
     pub train_seconds: f64,
+    /// Top-1 on the validation images held out of training (`None`: no validation split, or
+    /// the head is untrained).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_accuracy: Option<f64>,
+    /// Retrieval mAP (cosine) on the validation images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_map_cosine: Option<f64>,
 }
 
 /// The per-epoch history of one training stage.
@@ -109,6 +116,14 @@ pub struct Curve {
     pub stage: String,
     /// Epochs in training order.
     pub epochs: Vec<crate::train::EpochRecord>,
+    /// The split the per-epoch figures were measured on: `test`, or `validation` when the
+    /// build holds validation images out.
+    #[serde(default = "test_split")]
+    pub evaluated_on: String,
+}
+
+fn test_split() -> String {
+    "test".into()
 }
 
 /// The files [`write_report`] wrote.

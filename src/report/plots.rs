@@ -257,7 +257,13 @@ fn curve_svg(curve: &Curve) -> PlotResult<String> {
             .bold_line_style(GRID.mix(0.7))
             .light_line_style(GRID.mix(0.25))
             .draw()?;
-        draw_line(&mut acc, &test_acc, ACCURACY, false, "test top-1")?;
+        draw_line(
+            &mut acc,
+            &test_acc,
+            ACCURACY,
+            false,
+            &format!("{} top-1", curve.evaluated_on),
+        )?;
         if epochs.len() <= 60 {
             let points = segments(test_acc.iter().copied()).concat();
             acc.draw_series(
@@ -309,7 +315,7 @@ fn curve_svg(curve: &Curve) -> PlotResult<String> {
             &test_loss,
             LOSS_LIGHT,
             true,
-            "test loss (cross-entropy)",
+            &format!("{} loss (cross-entropy)", curve.evaluated_on),
         )?;
         loss.configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
@@ -348,7 +354,8 @@ fn draw_line(
     Ok(())
 }
 
-/// `12 epochs · best test top-1 91.20% (epoch 11) · shaded: curriculum blocks`.
+/// `12 epochs · best test top-1 91.20% (epoch 11) · shaded: curriculum blocks` (`validation`
+/// instead of `test` when the build holds validation images out).
 fn curve_subtitle(curve: &Curve, xs: &[f64], shaded: bool) -> String {
     let best = curve
         .epochs
@@ -359,7 +366,8 @@ fn curve_subtitle(curve: &Curve, xs: &[f64], shaded: bool) -> String {
     let mut s = format!("{} epochs", curve.epochs.len());
     if let Some((e, x)) = best {
         s.push_str(&format!(
-            " · best test top-1 {} (epoch {x:.0})",
+            " · best {} top-1 {} (epoch {x:.0})",
+            curve.evaluated_on,
             fmt::pct(e.test_accuracy)
         ));
     }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::ReportInput;
-use super::doc::{UNTRAINED, host_model, parity_failures, stage_counts};
+use super::doc::{UNTRAINED, host_model, method_vs_alone, parity_failures, stage_counts};
 use super::fmt;
 use crate::table::Table;
 
@@ -32,12 +32,12 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
         let teacher = input
             .models
             .iter()
-            .find(|m| m.role == "teacher")
+            .find(|m| is_teacher(&m.role))
             .and_then(|m| m.accuracy);
         let mut t = Table::new(["model", "params", "MACs", "top-1", "vs teacher", "ONNX"]);
         for m in input.models.iter().take(MAX_MODELS) {
             let delta = match (m.accuracy, teacher) {
-                (Some(a), Some(t)) if m.role != "teacher" => {
+                (Some(a), Some(t)) if !is_teacher(&m.role) => {
                     format!("{:+.2} pp", 100.0 * (a - t))
                 }
                 _ => String::new(),
@@ -59,6 +59,9 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
                 "  ... and {} more in the report",
                 input.models.len() - MAX_MODELS
             ));
+        }
+        if let Some(v) = method_vs_alone(&input.models) {
+            line(v);
         }
     }
     if !input.host_checks.is_empty() {
@@ -153,6 +156,11 @@ pub fn summary(input: &ReportInput, report_path: &Path) -> String {
     }
     line(format!("report: {}", report_path.display()));
     out
+}
+
+/// The teacher's row: `teacher`, or e.g. `teacher (ONNX, measured with tract)`.
+fn is_teacher(role: &str) -> bool {
+    role == "teacher" || role.starts_with("teacher (")
 }
 
 /// `s` cut to `max` characters with an ellipsis.

@@ -188,6 +188,8 @@ fn input() -> ReportInput {
                 k: 10,
                 onnx_bytes: Some(4_938_000),
                 train_seconds: 412.0,
+                validation_accuracy: Some(0.915),
+                validation_map_cosine: Some(0.80),
             },
             ModelRow {
                 role: "auxiliary".into(),
@@ -201,6 +203,8 @@ fn input() -> ReportInput {
                 k: 10,
                 onnx_bytes: None,
                 train_seconds: 0.0,
+                validation_accuracy: None,
+                validation_map_cosine: Some(0.70),
             },
             ModelRow {
                 role: "student alone".into(),
@@ -214,9 +218,11 @@ fn input() -> ReportInput {
                 k: 10,
                 onnx_bytes: None,
                 train_seconds: 180.0,
+                validation_accuracy: Some(0.8650),
+                validation_map_cosine: Some(0.655),
             },
             ModelRow {
-                role: "student InDistill".into(),
+                role: "student (indistill)".into(),
                 architecture: "cnn32-small".into(),
                 params: 45_100,
                 macs: 2_300_000,
@@ -227,16 +233,20 @@ fn input() -> ReportInput {
                 k: 10,
                 onnx_bytes: Some(184_525),
                 train_seconds: 265.3,
+                validation_accuracy: Some(0.8700),
+                validation_map_cosine: Some(0.7150),
             },
         ],
         curves: vec![
             Curve {
                 stage: "teacher".into(),
                 epochs: teacher,
+                evaluated_on: "test".into(),
             },
             Curve {
                 stage: "student-indistill".into(),
                 epochs: indistill,
+                evaluated_on: "validation".into(),
             },
         ],
         host_checks: vec![
@@ -325,6 +335,12 @@ fn writes_markdown_html_and_plots() {
         ]
     );
 
+    // The per-epoch figures are named after the split they were measured on.
+    let teacher_svg = read(&tmp.path().join("plots/curve-teacher.svg"));
+    let student_svg = read(&tmp.path().join("plots/curve-student-indistill.svg"));
+    assert!(teacher_svg.contains("test top-1") && !teacher_svg.contains("validation top-1"));
+    assert!(student_svg.contains("validation top-1") && !student_svg.contains("test top-1"));
+
     let md = read(&files.markdown);
     for heading in [
         "## Stages",
@@ -340,7 +356,12 @@ fn writes_markdown_html_and_plots() {
     ] {
         assert!(md.contains(heading), "markdown lacks {heading:?}:\n{md}");
     }
-    for role in ["teacher", "auxiliary", "student alone", "student InDistill"] {
+    for role in [
+        "teacher",
+        "auxiliary",
+        "student alone",
+        "student (indistill)",
+    ] {
         assert!(md.contains(&format!("| {role} |")), "role {role}");
     }
     assert!(md.contains("n/a (head untrained)"));
@@ -444,6 +465,7 @@ fn empty_input_still_makes_a_report() {
         curves: vec![Curve {
             stage: "nothing".into(),
             epochs: vec![],
+            evaluated_on: "test".into(),
         }],
         host_checks: vec![],
         host_check_models: vec![],
@@ -470,8 +492,12 @@ fn summary_is_short_and_complete() {
         lines.len()
     );
     assert!(lines[0].contains("fmnist-quick") && lines[0].contains("quick"));
-    assert!(s.contains("student InDistill"));
+    assert!(s.contains("student (indistill)"));
     assert!(s.contains("-2.83 pp"), "{s}");
+    assert!(
+        s.contains("indistill vs student alone: top-1 +0.50 pp on validation, +1.38 pp on test · mAP (cosine) +6.00 pp on validation, +5.02 pp on test"),
+        "{s}"
+    );
     assert!(s.contains("n/a (head untrained)"));
     assert!(s.contains("device rpi4 (emulated: latency is not a board figure): PASS"));
     assert!(s.contains("emulated: latency is not a board figure"));
@@ -481,6 +507,12 @@ fn summary_is_short_and_complete() {
         lines.last().copied(),
         Some("report: runs/fmnist-quick/report.html")
     );
+
+    // An ONNX teacher's row is the teacher too: the students are compared with it.
+    let mut onnx = input.clone();
+    onnx.models[0].role = "teacher (ONNX, measured with tract)".into();
+    let s = summary(&onnx, Path::new("r.html"));
+    assert!(s.contains("-2.83 pp"), "{s}");
 
     let mut failing = input.clone();
     failing.devices[0].models[1].parity.ok = false;

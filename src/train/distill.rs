@@ -6,7 +6,9 @@ use burn::tensor::{Int, Tensor};
 
 use super::losses::{cross_entropy, kd, mse, pkt};
 use super::supervised::Objective;
-use super::teacher_cache::{CacheSource, CacheTeacher, ForeignTeacher, TeacherCache};
+use super::teacher_cache::{
+    CacheSource, CacheTeacher, ForeignOutputs, ForeignTeacher, TeacherCache,
+};
 use crate::config::TrainSettings;
 use crate::config::distill::{DistillSettings, Method};
 use crate::model::ConvNet;
@@ -24,6 +26,65 @@ pub struct Distillation<'a> {
     pub pruned: Option<&'a PrunedTeacher>,
     /// The teacher's outputs over the training split, computed once (no augmentation).
     pub cache: Option<&'a TeacherCache>,
+    /// A foreign (ONNX) teacher run on every batch the student sees (with augmentation).
+    pub foreign: Option<ForeignBatches<'a>>,
+}
+
+/// A foreign teacher run on each (augmented) batch. The student's normalised images are turned
+/// back into 8-bit pixels, exactly (the normalisation maps each 8-bit value of a channel to one
+/// float, and crop padding is the value 0), so the teacher sees the augmented images through its
+/// own preprocessing.
+pub struct ForeignBatches<'a> {
+    /// The teacher.
+    pub teacher: &'a dyn ForeignTeacher,
+    /// The student's input normalisation.
+    pub norm: crate::data::prep::Normalization,
+    /// The training split (shape and class names of the batch images).
+    pub data: &'a crate::data::Dataset,
+}
+
+impl ForeignBatches<'_> {
+    /// The teacher's outputs for the student's input batch `x`.
+    ///
+    /// # Panics
+    /// When the teacher fails on a batch (it ran on a probe image when it was loaded, and on
+    /// batches of the same shape; a failure here is an engine fault).
+    fn run(&self, x: &Tensor<4>) -> ForeignOutputs {
+        let [n, c, h, w] = x.dims();
+        let values = x
+            .clone()
+            .inner()
+            .into_data()
+            .try_into_vec::<f32>()
+            .expect("f32 inputs");
+        let plane = h * w;
+        let images: Vec<u8> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let ch = (i / plane) % c;
+                let p = (f64::from(v) * f64::from(self.norm.std[ch])
+                    + f64::from(self.norm.mean[ch]))
+                    * 255.0;
+                p.round().clamp(0.0, 255.0) as u8
+            })
+            .collect();
+        let batch = crate::data::Dataset {
+            name: format!("{} (augmented batch)", self.data.name),
+            shape: self.data.shape,
+            images,
+            labels: vec![0; n],
+            classes: self.data.classes.clone(),
+        };
+        let picks: Vec<usize> = (0..n).collect();
+        self.teacher
+            .outputs(&batch, &picks)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn tensor2(values: Vec<f32>, shape: [usize; 2], device: &burn::tensor::Device) -> Tensor<2> {
+    Tensor::<2>::from_data(burn::tensor::TensorData::new(values, shape), device)
 }
 
 /// Where an epoch sits in a distillation run.
@@ -51,6 +112,16 @@ impl Distillation<'_> {
     fn teacher_outputs(&self, x: &Tensor<4>, indices: &[usize]) -> (Tensor<2>, Tensor<2>) {
         if let Some(c) = self.cache {
             return c.outputs(indices, &x.device());
+        }
+        if let Some(f) = &self.foreign {
+            let o = f.run(x);
+            let n = indices.len();
+            let device = x.device();
+            let classes = o.logits.len() / n.max(1);
+            return (
+                tensor2(o.logits, [n, classes], &device),
+                tensor2(o.embedding, [n, o.dim], &device),
+            );
         }
         let teacher = self.teacher.expect("a teacher for a distillation loss");
         let (logits, embedding) = teacher.forward_with_embedding(x.clone().inner());
@@ -88,9 +159,20 @@ impl Objective for Distillation<'_> {
     ) -> (Tensor<1>, Option<Tensor<2>>) {
         match self.stage(epoch) {
             Stage::Curriculum(k) => {
-                let target = match self.cache.filter(|c| c.has_taps()) {
-                    Some(c) => c.tap(k, indices, &x.device()),
-                    None => {
+                let target = match (self.cache.filter(|c| c.has_taps()), &self.foreign) {
+                    (Some(c), _) => c.tap(k, indices, &x.device()),
+                    (None, Some(f)) => {
+                        let [c, h, w] = f.teacher.tap_shapes()[k];
+                        let mut o = f.run(&x);
+                        Tensor::<4>::from_data(
+                            burn::tensor::TensorData::new(
+                                o.taps.swap_remove(k),
+                                [indices.len(), c, h, w],
+                            ),
+                            &x.device(),
+                        )
+                    }
+                    (None, None) => {
                         let pruned = self.pruned.expect("InDistill has a pruned teacher");
                         pruned.target(x.clone().inner(), k).autodiff()
                     }
@@ -212,15 +294,17 @@ fn check_foreign<'f>(
         )))
     };
     if config.distill.method == Method::Indistill {
-        return refuse(
-            "InDistill needs the teacher's pruned intermediate layers, which distill-edge builds for its own checkpoints only (not yet for an ONNX graph); use method \"pkt\" or \"kd\", or see `distill-edge inspect` for the taps such a graph offers".into(),
-        );
-    }
-    let a = &config.train.augment;
-    if a.crop_padding > 0 || a.hflip || !config.distill.teacher_cache {
-        return refuse(
-            "an ONNX teacher runs once over the training split into the teacher cache, which needs [train] augment off and [distill] teacher-cache on".into(),
-        );
+        let want: Vec<[usize; 3]> = arch
+            .block_shapes
+            .iter()
+            .map(|s| [s.channels, s.height, s.width])
+            .collect();
+        let got = f.tap_shapes();
+        if got != want {
+            return refuse(format!(
+                "InDistill needs one pruned tap per student block of shapes {want:?}; the teacher was loaded with {got:?}"
+            ));
+        }
     }
     if f.classes() != arch.classes {
         return refuse(format!(
@@ -358,7 +442,10 @@ pub fn distill(
             if config.distill.teacher_cache
                 && augment.crop_padding == 0
                 && !augment.hflip
-                && (w.pkt > 0.0 || w.kd > 0.0 || pruned.is_some()) =>
+                && (w.pkt > 0.0
+                    || w.kd > 0.0
+                    || pruned.is_some()
+                    || config.distill.method == Method::Indistill) =>
         {
             let dir = out_dir
                 .parent()
@@ -371,6 +458,7 @@ pub fn distill(
                 &CacheSource {
                     teacher: cache_teacher,
                     pruned: pruned.as_ref(),
+                    foreign_taps: foreign.is_some() && config.distill.method == Method::Indistill,
                     teacher_digest: &digest,
                     data: &splits.train,
                     norm: &norm,
@@ -380,12 +468,23 @@ pub fn distill(
         }
         _ => None,
     };
+    // Without the cache (augmentation, or `teacher-cache = false`) an ONNX teacher runs on
+    // every batch the student sees.
+    let foreign_batches = match (&cache, &foreign) {
+        (None, Some((f, _))) => Some(ForeignBatches {
+            teacher: *f,
+            norm: crate::data::prep::Normalization::from_dataset(&splits.train),
+            data: &splits.train,
+        }),
+        _ => None,
+    };
     let objective = Distillation {
         settings: &config.distill,
         main: &config.train,
         teacher: teacher.as_ref().map(|t| &t.1),
         pruned: pruned.as_ref(),
         cache: cache.as_ref(),
+        foreign: foreign_batches,
     };
     // The saved config names the data by an absolute path (read later from the run dir).
     let toml = {
@@ -464,6 +563,7 @@ mod tests {
             teacher: None,
             pruned: None,
             cache: None,
+            foreign: None,
         };
         assert_eq!(d.total_epochs(), 15);
         let phases: Vec<String> = (1..=15).map(|e| d.phase(e).0).collect();
@@ -495,6 +595,7 @@ mod tests {
                 teacher: None,
                 pruned: None,
                 cache: None,
+                foreign: None,
             };
             assert_eq!(d.total_epochs(), 3, "{m:?}");
             assert_eq!(s.weights().trains_head(), trains_head, "{m:?}");

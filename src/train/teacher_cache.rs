@@ -83,22 +83,34 @@ pub struct TeacherCache {
     records: Vec<f32>,
 }
 
+/// What a [`ForeignTeacher`] gives for a batch of images.
+#[derive(Clone, Debug, Default)]
+pub struct ForeignOutputs {
+    /// `[n, classes]`.
+    pub logits: Vec<f32>,
+    /// `[n, dim]`.
+    pub embedding: Vec<f32>,
+    /// Embedding width.
+    pub dim: usize,
+    /// The curriculum target of each student block, `[n, c, h, w]` with `[c, h, w]` from
+    /// [`ForeignTeacher::tap_shapes`] (empty when the teacher has no InDistill taps).
+    pub taps: Vec<Vec<f32>>,
+}
+
 /// A teacher distill-edge did not train (an ONNX model run by an inference engine): it gives
-/// logits and an embedding for dataset images, preprocessing them itself. Implemented outside
-/// this module (`infer::teacher`), so training does not depend on the engines.
+/// logits, an embedding and, when it was pruned for a student, InDistill's block targets for
+/// dataset images, preprocessing them itself. Implemented outside this module
+/// (`infer::teacher`), so training does not depend on the engines.
 pub trait ForeignTeacher {
     /// Everything besides the model file that decides its outputs (preprocessing, which
-    /// tensors are read), for the cache's fingerprint.
+    /// tensors are read, the taps and their kept filters), for the cache's fingerprint.
     fn identity(&self) -> String;
     /// Classes of the logits.
     fn classes(&self) -> usize;
-    /// Logits (`[n, classes]`) and embedding (`[n, dim]`, with `dim`) of the images `picks`
-    /// of `data`; the error is one line naming the model.
-    fn outputs(
-        &self,
-        data: &Dataset,
-        picks: &[usize],
-    ) -> Result<(Vec<f32>, Vec<f32>, usize), String>;
+    /// `[c, h, w]` of each student block's target (empty without InDistill taps).
+    fn tap_shapes(&self) -> Vec<[usize; 3]>;
+    /// The outputs for the images `picks` of `data`; the error is one line naming the model.
+    fn outputs(&self, data: &Dataset, picks: &[usize]) -> Result<ForeignOutputs, String>;
 }
 
 /// The teacher a cache is computed with.
@@ -116,6 +128,8 @@ pub struct CacheSource<'a> {
     pub teacher: CacheTeacher<'a>,
     /// Its pruned view, when the targets of InDistill's curriculum are cached too.
     pub pruned: Option<&'a PrunedTeacher>,
+    /// For a foreign teacher: whether its InDistill targets are cached too.
+    pub foreign_taps: bool,
     /// Hex SHA-256 of the teacher's checkpoint file.
     pub teacher_digest: &'a str,
     /// The training images, in the order the indices of a batch refer to.
@@ -132,6 +146,11 @@ impl CacheSource<'_> {
         h.update(self.teacher_digest.as_bytes());
         if let CacheTeacher::Foreign(f) = self.teacher {
             h.update(f.identity().as_bytes());
+            h.update(if self.foreign_taps {
+                b"foreign taps".as_slice()
+            } else {
+                b"no foreign taps".as_slice()
+            });
         }
         let s = self.data.shape;
         for v in [self.data.len(), s.channels, s.height, s.width] {
@@ -234,7 +253,7 @@ impl TeacherCache {
                 };
                 let to_vec =
                     |t: Tensor<2>| t.into_data().try_into_vec::<f32>().expect("f32 outputs");
-                let (logits, classes, embedding, dim, taps) = match source.teacher {
+                let (logits, classes, embedding, dim, taps, tap_shapes) = match source.teacher {
                     CacheTeacher::Burn(net) => {
                         let (x, _) =
                             batch_tensors(data, chunk, source.norm, None, &mut buffer, &device);
@@ -245,33 +264,57 @@ impl TeacherCache {
                             .pruned
                             .map(|p| p.targets(x, &f.taps))
                             .unwrap_or_default();
+                        let tap_shapes: Vec<[usize; 3]> = taps
+                            .iter()
+                            .map(|t| {
+                                let [_, c, h, w] = t.dims();
+                                [c, h, w]
+                            })
+                            .collect();
+                        let taps: Vec<Vec<f32>> = taps
+                            .into_iter()
+                            .map(|t| t.into_data().try_into_vec::<f32>().expect("f32 outputs"))
+                            .collect();
                         let [_, classes] = f.logits.dims();
                         let [_, dim] = f.embedding.dims();
-                        (to_vec(f.logits), classes, to_vec(f.embedding), dim, taps)
+                        (
+                            to_vec(f.logits),
+                            classes,
+                            to_vec(f.embedding),
+                            dim,
+                            taps,
+                            tap_shapes,
+                        )
                     }
                     CacheTeacher::Foreign(f) => {
-                        let (logits, embedding, dim) =
-                            f.outputs(data, chunk).map_err(CacheError::Teacher)?;
-                        (logits, f.classes(), embedding, dim, Vec::new())
+                        let o = f.outputs(data, chunk).map_err(CacheError::Teacher)?;
+                        let (taps, shapes) = if source.foreign_taps {
+                            (o.taps, f.tap_shapes())
+                        } else {
+                            (Vec::new(), Vec::new())
+                        };
+                        (o.logits, f.classes(), o.embedding, o.dim, taps, shapes)
                     }
                 };
-                if logits.len() != b * classes || embedding.len() != b * dim || dim == 0 {
+                if logits.len() != b * classes
+                    || embedding.len() != b * dim
+                    || dim == 0
+                    || taps.len() != tap_shapes.len()
+                    || taps
+                        .iter()
+                        .zip(&tap_shapes)
+                        .any(|(t, s)| t.len() != b * s[0] * s[1] * s[2])
+                {
                     return Err(CacheError::Corrupt {
                         path: path.to_path_buf(),
                         message: format!(
-                            "the teacher gave {} logits and {} embedding values for {b} images, expected {b} x {classes} and {b} x {dim}",
+                            "the teacher gave {} logits, {} embedding values and taps of {:?} values for {b} images, expected {b} x {classes}, {b} x {dim} and {b} x {tap_shapes:?}",
                             logits.len(),
-                            embedding.len()
+                            embedding.len(),
+                            taps.iter().map(Vec::len).collect::<Vec<_>>()
                         ),
                     });
                 }
-                let tap_shapes: Vec<[usize; 3]> = taps
-                    .iter()
-                    .map(|t| {
-                        let [_, c, h, w] = t.dims();
-                        [c, h, w]
-                    })
-                    .collect();
                 if header.is_none() {
                     let h = Header {
                         fingerprint: fingerprint.clone(),
@@ -292,12 +335,7 @@ impl TeacherCache {
                 let taps: Vec<Vec<Vec<f32>>> = taps
                     .into_iter()
                     .zip(&tap_shapes)
-                    .map(|(t, s)| {
-                        rows(
-                            t.into_data().try_into_vec::<f32>().expect("f32 outputs"),
-                            s[0] * s[1] * s[2],
-                        )
-                    })
+                    .map(|(t, s)| rows(t, s[0] * s[1] * s[2]))
                     .collect();
                 let mut bytes = Vec::new();
                 for i in 0..b {

@@ -127,3 +127,39 @@ pub fn test_images(n: usize, s: distill_edge::data::ImageShape) -> Vec<f32> {
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
         .collect()
 }
+
+/// The Python of the venv scripts/setup.sh makes (with the `onnx` package), or `None` after
+/// [`distill_edge::testing::missing_tool`] (which fails under CI) when it is missing.
+pub fn onnx_checker_python() -> Option<PathBuf> {
+    let venv = std::env::var("DISTILL_EDGE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/distill-edge/ort-venv")
+        });
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Some(python);
+    }
+    distill_edge::testing::missing_tool(
+        &python.display().to_string(),
+        "run scripts/setup.sh: it makes the venv with onnx and onnxruntime",
+    );
+    None
+}
+
+/// The official checker (`onnx.checker.check_model`, full check) accepts the model at `path`.
+pub fn assert_onnx_checker_accepts(python: &Path, path: &Path, what: &str) {
+    let out = Command::new(python)
+        .args([
+            "-c",
+            "import onnx, sys; onnx.checker.check_model(sys.argv[1], full_check=True)",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

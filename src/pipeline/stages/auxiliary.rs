@@ -8,6 +8,7 @@ use anyhow::Result;
 use super::training::{TrainJob, distill_stage, train_stage, write_eval};
 use crate::config::{DistillConfig, TrainSettings};
 use crate::data::DataSource;
+use crate::data::split::ValidationSplit;
 use crate::pipeline::config::AuxiliarySection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
 use crate::progress::Reporter;
@@ -26,6 +27,8 @@ pub struct AuxiliaryBaseline {
     pub model: String,
     /// `[auxiliary.baseline]`.
     pub schedule: TrainSettings,
+    /// Images held out of training.
+    pub validation: Option<ValidationSplit>,
 }
 
 impl Stage for AuxiliaryBaseline {
@@ -43,6 +46,7 @@ impl Stage for AuxiliaryBaseline {
             .add("seed", &self.seed)?
             .add("model", &self.model)?
             .add("train", &self.schedule)?
+            .add_some("validation", &self.validation)?
             .done())
     }
 
@@ -51,7 +55,7 @@ impl Stage for AuxiliaryBaseline {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let job = TrainJob {
             model: &self.model,
             settings: &self.schedule,
@@ -60,14 +64,7 @@ impl Stage for AuxiliaryBaseline {
             dataset: self.data.name(),
         };
         train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
-        write_eval(
-            dir,
-            &splits,
-            true,
-            self.schedule.eval_batch_size,
-            ctx.backend(),
-            reporter,
-        )
+        write_eval(dir, ctx, true, self.schedule.eval_batch_size, reporter)
     }
 }
 
@@ -83,6 +80,10 @@ pub struct Auxiliary {
     pub section: AuxiliarySection,
     /// Starts from [`AuxiliaryBaseline`]'s network.
     pub from_baseline: bool,
+    /// Images held out of training.
+    pub validation: Option<ValidationSplit>,
+    /// How to run the teacher when it is an ONNX model (the teacher stage's `teacher.onnx`).
+    pub teacher_onnx: Option<crate::config::distill::OnnxTeacherSpec>,
 }
 
 impl Stage for Auxiliary {
@@ -99,10 +100,16 @@ impl Stage for Auxiliary {
     }
 
     fn inputs(&self) -> Result<serde_json::Value> {
-        Ok(Inputs::default()
+        let inputs = Inputs::default()
             .add("seed", &self.seed)?
-            .add("section", &self.section)?
-            .done())
+            .add("section", &self.section)?;
+        let inputs = inputs.add_some("validation", &self.validation)?;
+        // Only with an ONNX teacher, so that the fingerprints of other builds stay as they were.
+        let inputs = match &self.teacher_onnx {
+            Some(spec) => inputs.add("teacher-onnx", spec)?,
+            None => inputs,
+        };
+        Ok(inputs.done())
     }
 
     fn required_artifacts(&self) -> Vec<String> {
@@ -110,31 +117,33 @@ impl Stage for Auxiliary {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let a = &self.section;
         let dc = DistillConfig {
             name: format!("{}-auxiliary", self.run),
             seed: self.seed,
             data: self.data.clone(),
-            teacher: Some(ctx.dir("teacher").join(MODEL_FILE)),
+            teacher: Some(ctx.dir("teacher").join(match self.teacher_onnx {
+                Some(_) => super::teacher::ONNX_TEACHER_FILE,
+                None => MODEL_FILE,
+            })),
             student: a.model.clone(),
             init: self
                 .from_baseline
                 .then(|| ctx.dir(BASELINE).join(MODEL_FILE)),
             train: a.train.clone(),
             distill: a.distill.clone(),
-            validation: None,
-            teacher_onnx: None,
+            validation: self.validation.clone(),
+            teacher_onnx: self.teacher_onnx.clone(),
             variants: Default::default(),
             backend: None,
         };
         distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
         write_eval(
             dir,
-            &splits,
+            ctx,
             a.distill.weights().trains_head(),
             a.train.eval_batch_size,
-            ctx.backend(),
             reporter,
         )
     }

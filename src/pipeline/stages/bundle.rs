@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 
 use super::export::{FP32_FILE, INT8_FILE};
 use crate::board::TargetSpec;
-use crate::board::bundle::{BundleInputs, make_shard, write_bundle};
+use crate::board::bundle::{BundleInputs, ModelFeed, make_shard, prepare_models, write_bundle};
 use crate::hostcheck::ModelInfo;
 use crate::pipeline::config::TargetsSection;
 use crate::pipeline::stage::{Context, Inputs, Stage};
@@ -49,11 +49,6 @@ impl Stage for Bundle {
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
         let target = &self.target;
-        reporter.line(format!(
-            "cross-compiling the runner for {} ({})",
-            target.name, target.triple
-        ));
-        let runner = crate::board::cross::build_runner(target)?;
         let splits = ctx.splits()?;
         let export_dir = ctx.dir("export");
         let info = ModelInfo::read(&export_dir.join(FP32_FILE))?;
@@ -65,13 +60,26 @@ impl Stage for Bundle {
         if export_dir.join(INT8_FILE).exists() {
             models.push(("int8".to_string(), export_dir.join(INT8_FILE)));
         }
-        reporter.line("writing the bundle (host reference outputs with tract)");
+        reporter.line("host reference outputs with tract; converting the models to NNEF");
+        let models = prepare_models(&models, &shard, &ModelFeed::default())?;
+        let format = models.format();
+        if let Some(why) = models.onnx_fallback() {
+            reporter.line(format!("shipping ONNX and the tract-onnx runner: {why}"));
+        }
+        reporter.line(format!(
+            "cross-compiling the runner ({} engine) for {} ({})",
+            format.name(),
+            target.name,
+            target.triple
+        ));
+        let runner = crate::board::cross::build_runner(target, format)?;
+        reporter.line("writing the bundle");
         write_bundle(
             &dir.join(BUNDLE_DIR),
             &BundleInputs {
                 target,
                 runner: &runner,
-                models,
+                models: &models,
                 shard: &shard,
                 bench: BenchSettings {
                     batches: self.section.batches.clone(),

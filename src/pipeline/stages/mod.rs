@@ -23,11 +23,22 @@ use crate::device::SshSettings;
 /// `student`, `baseline-<method>`..., `export`, `check`, then `bundle-<target>` and
 /// `bench-<target>` per target.
 pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> {
-    let mut stages: Vec<Box<dyn Stage>> = vec![Box::new(teacher::Teacher {
-        data: config.data.clone(),
-        seed: config.seed,
-        section: config.teacher.clone(),
-    })];
+    let mut stages: Vec<Box<dyn Stage>> = match (&config.teacher, &config.teacher_onnx) {
+        (_, Some(onnx)) => vec![Box::new(teacher::OnnxTeacherStage {
+            data: config.data.clone(),
+            teacher: onnx.clone(),
+            validation: config.validation.clone(),
+        })],
+        (Some(section), None) => vec![Box::new(teacher::Teacher {
+            data: config.data.clone(),
+            seed: config.seed,
+            section: section.clone(),
+            validation: config.validation.clone(),
+        })],
+        (None, None) => unreachable!("validated: a teacher section or an ONNX teacher"),
+    };
+    // How the auxiliary or the student reads an ONNX teacher (`None`: the teacher's model.ckpt).
+    let onnx_spec = config.teacher_onnx.as_ref().map(|t| t.spec.clone());
     let mut source = "teacher";
     if let Some(a) = &config.auxiliary {
         // `init = "baseline"` without a schedule is refused when the config is read.
@@ -38,6 +49,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
                 seed: config.seed,
                 model: a.model.clone(),
                 schedule: schedule.clone(),
+                validation: config.validation.clone(),
             }));
         }
         stages.push(Box::new(auxiliary::Auxiliary {
@@ -46,6 +58,8 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             seed: config.seed,
             section: a.clone(),
             from_baseline: baseline.is_some(),
+            validation: config.validation.clone(),
+            teacher_onnx: onnx_spec.clone(),
         }));
         source = "auxiliary";
     }
@@ -61,8 +75,12 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             init: None,
             train: config.student.train.clone(),
             distill: config.student.distill.clone(),
-            validation: None,
-            teacher_onnx: None,
+            validation: config.validation.clone(),
+            teacher_onnx: if source == "teacher" {
+                onnx_spec.clone()
+            } else {
+                None
+            },
             variants: Default::default(),
             backend: None,
         },

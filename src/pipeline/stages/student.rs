@@ -17,7 +17,8 @@ pub struct Student {
     pub stage: String,
     /// The stage whose network teaches (`auxiliary` or `teacher`).
     pub source: String,
-    /// The distillation run; its `teacher` is set from `source` when the stage runs.
+    /// The distillation run; its `teacher` is set from `source` when the stage runs (the
+    /// source's `teacher.onnx` when `teacher_onnx` is set, else its `model.ckpt`).
     pub config: DistillConfig,
 }
 
@@ -32,13 +33,19 @@ impl Stage for Student {
 
     fn inputs(&self) -> Result<serde_json::Value> {
         let c = &self.config;
-        Ok(Inputs::default()
+        let inputs = Inputs::default()
             .add("data", &c.data)?
             .add("seed", &c.seed)?
             .add("student", &c.student)?
             .add("train", &c.train)?
-            .add("distill", &c.distill)?
-            .done())
+            .add("distill", &c.distill)?;
+        // Only with an ONNX teacher, so that the fingerprints of other builds stay as they were.
+        let inputs = match &c.teacher_onnx {
+            Some(spec) => inputs.add("teacher-onnx", spec)?,
+            None => inputs,
+        };
+        let inputs = inputs.add_some("validation", &c.validation)?;
+        Ok(inputs.done())
     }
 
     fn required_artifacts(&self) -> Vec<String> {
@@ -46,16 +53,18 @@ impl Stage for Student {
     }
 
     fn run(&self, ctx: &Context, dir: &Path, reporter: &mut Reporter) -> Result<()> {
-        let splits = ctx.splits()?;
+        let splits = ctx.training_splits()?;
         let mut dc = self.config.clone();
-        dc.teacher = Some(ctx.dir(&self.source).join(MODEL_FILE));
+        dc.teacher = Some(ctx.dir(&self.source).join(match dc.teacher_onnx {
+            Some(_) => super::teacher::ONNX_TEACHER_FILE,
+            None => MODEL_FILE,
+        }));
         distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
         write_eval(
             dir,
-            &splits,
+            ctx,
             dc.distill.weights().trains_head(),
             dc.train.eval_batch_size,
-            ctx.backend(),
             reporter,
         )
     }

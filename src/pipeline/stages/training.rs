@@ -12,6 +12,7 @@ use crate::eval::retrieval::RetrievalMetrics;
 use crate::fsutil::write_json_atomic;
 use crate::model::ModelSpec;
 use crate::model::evaluate::evaluate;
+use crate::pipeline::stage::Context;
 use crate::progress::Reporter;
 use crate::runtime::Backend;
 use crate::train::distill::distill;
@@ -43,29 +44,47 @@ pub struct StageEval {
     pub retrieval: Option<[RetrievalMetrics; 2]>,
     /// Training wall time, seconds (all invocations).
     pub train_seconds: f64,
+    /// The same on the validation images, when the config holds some out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationEval>,
+}
+
+/// Top-1 and retrieval on the validation images (database: the training images without them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ValidationEval {
+    /// Top-1 (0..1).
+    pub accuracy: f64,
+    /// Cosine and L2 retrieval.
+    pub retrieval: Option<[RetrievalMetrics; 2]>,
 }
 
 /// Evaluates a finished training stage's model in batches of `eval_batch_size` (the stage's
-/// `eval-batch-size`) and writes `eval.json`.
+/// `eval-batch-size`) on the test split, and on the validation split when there is one, and
+/// writes `eval.json`.
 pub(super) fn write_eval(
     dir: &Path,
-    splits: &Splits,
+    ctx: &Context,
     classifies: bool,
     eval_batch_size: usize,
-    backend: Backend,
     reporter: &Reporter,
 ) -> Result<()> {
     let path = dir.join(MODEL_FILE);
     let ckpt = Checkpoint::read(&path)?;
-    let net = ckpt.load_model(&backend.device()?, &path)?;
+    let net = ckpt.load_model(&ctx.backend().device()?, &path)?;
+    let norm = &ckpt.header.normalization;
     reporter.line("evaluating: accuracy and retrieval (database = train, queries = test)");
-    let m = evaluate(
-        &net,
-        splits,
-        &ckpt.header.normalization,
-        eval_batch_size,
-        Some(100),
-    )?;
+    let m = evaluate(&net, &*ctx.splits()?, norm, eval_batch_size, Some(100))?;
+    let validation = match ctx.validation_splits()? {
+        None => None,
+        Some(v) => {
+            reporter.line("evaluating on the validation images (queries = validation)");
+            let v = evaluate(&net, &v, norm, eval_batch_size, Some(100))?;
+            Some(ValidationEval {
+                accuracy: v.accuracy,
+                retrieval: v.retrieval,
+            })
+        }
+    };
     let arch = &ckpt.header.architecture;
     let eval = StageEval {
         architecture: arch.spec.name.clone(),
@@ -75,6 +94,7 @@ pub(super) fn write_eval(
         classifies,
         retrieval: m.retrieval,
         train_seconds: ckpt.header.history.iter().map(|h| h.seconds).sum(),
+        validation,
     };
     write_json_atomic(&dir.join(EVAL_FILE), &eval)?;
     Ok(())
@@ -162,11 +182,20 @@ pub(super) fn distill_stage(
     };
     let resume = dir.join(CHECKPOINT_FILE).exists();
     let origin = format!("pipeline stage {}", dir.display());
+    // An ONNX teacher (the teacher stage's copy) runs with tract, pruned for InDistill.
+    let onnx = crate::infer::teacher::OnnxTeacher::for_config(
+        config,
+        &splits.train,
+        config.distill.method == crate::config::distill::Method::Indistill,
+    )?;
+    let foreign = onnx
+        .as_ref()
+        .map(|t| t as &dyn crate::train::teacher_cache::ForeignTeacher);
     match distill(
-        config, &origin, splits, dir, resume, !resume, None, reporter,
+        config, &origin, splits, dir, resume, !resume, foreign, reporter,
     ) {
         Err(crate::train::distill::DistillError::Train(TrainError::Resume { .. })) if resume => {
-            distill(config, &origin, splits, dir, false, true, None, reporter)?;
+            distill(config, &origin, splits, dir, false, true, foreign, reporter)?;
         }
         other => {
             other?;
