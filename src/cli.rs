@@ -500,15 +500,15 @@ pub struct DistillArgs {
     pub force: bool,
 }
 
-/// `--backend` values: the CLI mirror of [`crate::runtime::Backend`]. Every value is
-/// accepted; a backend this binary was built without is refused with the feature to rebuild
-/// with.
+/// `--backend` values: the CLI mirror of [`crate::runtime::Backend`]. `--help` lists only
+/// the backends this binary was built with; every value is accepted, and a backend built
+/// without is refused with the feature to rebuild with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
     /// burn's flex backend on the CPU (`--threads`).
     Cpu,
-    /// burn's wgpu backend: Vulkan (Linux, Windows) or Metal (macOS); builds with `--features
-    /// wgpu`.
+    /// burn's wgpu backend: Vulkan (Linux, Windows) or Metal (macOS).
+    #[cfg_attr(not(feature = "wgpu"), value(hide = true))]
     Wgpu,
 }
 

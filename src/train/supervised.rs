@@ -175,13 +175,14 @@ pub fn fit(
     let reporter = opts.reporter;
 
     let device = opts.backend.autodiff_device()?;
-    // The initial weights are drawn on the CPU and moved to the device, so a seed gives the
-    // same start on every backend.
+    // The initial weights are drawn on the CPU (each when the run first uses it, as on the
+    // CPU backend) and moved to the device, so a seed gives the same start on every backend.
     let init_device = runtime::cpu_autodiff();
     init_device.seed(job.seed);
     let mut model = match init {
         Some(net) => net.to_device(&device).train(),
-        None => ConvNet::new(arch, &init_device).to_device(&device),
+        None if device == init_device => ConvNet::new(arch, &init_device).to_device(&device),
+        None => ConvNet::new(arch, &init_device).to_device_drawn_here(&device),
     };
     let mut optim = adam(&settings.adam);
     let norm = Normalization::from_dataset(&splits.train);
