@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything distill-edge needs on a Debian/Ubuntu machine. Idempotent: each step
 # checks first and does nothing when its part is already there.
-#   - apt: the Fashion-MNIST dataset, cross linkers, qemu-user, protobuf, ssh (for device tests)
+#   - apt: the Fashion-MNIST dataset, cross linkers, qemu-user, protobuf, ssh (for device tests),
+#     Mesa's software Vulkan driver (for the wgpu backend's tests, scripts/test-gpu.sh)
 #   - rustup targets for the boards in targets/
 set -euo pipefail
 
@@ -22,6 +23,7 @@ APT_PACKAGES=(
   qemu-user-static            # run ARM binaries here
   openssh-server openssh-client                    # ssh device transport and its tests
   python3-venv                # the onnxruntime / torch virtual environments
+  mesa-vulkan-drivers libvulkan1                   # lavapipe (Vulkan on the CPU): the wgpu backend's tests
 )
 
 missing=()

@@ -12,7 +12,8 @@ cargo fmt --all -- --check
 # The runner is its own workspace (built from the sources embedded in distill-edge).
 cargo fmt --manifest-path runner/Cargo.toml --all -- --check
 echo "== cargo clippy -D warnings" >&2
-cargo clippy --workspace --all-targets --all-features --locked -- -D warnings
+# Every feature but `wgpu`: its build is the separate scripts/test-gpu.sh (docs/BENCHMARKS.md).
+cargo clippy --workspace --all-targets --features ort --locked -- -D warnings
 cargo clippy --manifest-path runner/Cargo.toml --all-targets --locked -- -D warnings
 echo "== cargo check (default features)" >&2
 cargo check --workspace --locked

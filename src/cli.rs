@@ -138,6 +138,9 @@ pub struct TrainArgs {
     /// Mini-batch size.
     #[arg(long, value_name = "N")]
     pub batch_size: Option<usize>,
+    /// Where to train and evaluate (default: the config's `backend`, else cpu).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
     /// Seed for weights, shuffling and augmentation.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -465,6 +468,9 @@ pub struct DistillOverrides {
     pub schedule: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Where to train and evaluate (default: the config's `backend`, else cpu).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +498,27 @@ pub struct DistillArgs {
     /// Start over even if the output directory holds an earlier run.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `--backend` values: the CLI mirror of [`crate::runtime::Backend`]. `--help` lists only
+/// the backends this binary was built with; every value is accepted, and a backend built
+/// without is refused with the feature to rebuild with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// burn's flex backend on the CPU (`--threads`).
+    Cpu,
+    /// burn's wgpu backend: Vulkan (Linux, Windows) or Metal (macOS).
+    #[cfg_attr(not(feature = "wgpu"), value(hide = true))]
+    Wgpu,
+}
+
+impl From<BackendArg> for crate::runtime::Backend {
+    fn from(b: BackendArg) -> Self {
+        match b {
+            BackendArg::Cpu => Self::Cpu,
+            BackendArg::Wgpu => Self::Wgpu,
+        }
+    }
 }
 
 /// `--method` values: the CLI mirror of [`Method`].
@@ -638,6 +665,10 @@ pub struct BuildArgs {
     /// Rerun this stage and every stage after it.
     #[arg(long, value_name = "STAGE")]
     pub from: Option<String>,
+    /// Where the training stages train and evaluate (default: the config's `backend`, else
+    /// cpu).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    pub backend: Option<BackendArg>,
     /// Where to validate the bundles: `qemu` (default for cross targets), `local`, or
     /// `ssh://[user@]host[:port]`.
     #[arg(long, value_name = "DEVICE")]

@@ -55,7 +55,11 @@ fn default_pipeline() -> PathBuf {
 fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     use crate::pipeline::{BuildOptions, BuildResult, build, config::PipelineConfig, human_secs};
     let path = args.config.clone().unwrap_or_else(default_pipeline);
-    let (config, _profiles) = PipelineConfig::load(&path, args.profile.as_deref())?;
+    let (mut config, _profiles) = PipelineConfig::load(&path, args.profile.as_deref())?;
+    if let Some(b) = args.backend {
+        config.backend = Some(b.into());
+    }
+    config.backend.unwrap_or_default().device()?;
     let targets = args
         .target
         .iter()

@@ -36,6 +36,11 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
         config.train.schedule =
             TrainSettings::parse_schedule(s).map_err(|e| anyhow::anyhow!("--schedule {e}"))?;
     }
+    if let Some(b) = o.backend {
+        config.backend = Some(b.into());
+    }
+    // A backend this binary or machine lacks is refused before anything is read or locked.
+    config.backend.unwrap_or_default().device()?;
     Ok(())
 }
 

@@ -56,7 +56,12 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         crate::config::validate_name("command line", "--name", n)?;
         config.name = n.clone();
     }
+    if let Some(b) = args.backend {
+        config.backend = Some(b.into());
+    }
     config.validate(&origin)?;
+    let backend = config.backend.unwrap_or_default();
+    backend.device()?;
 
     let mut reporter = Reporter::new(global.quiet);
     let spec = ModelSpec::resolve(&config.model, std::path::Path::new("."))?;
@@ -70,7 +75,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     arch.check_memory(config.train.batch_size)?;
     reporter.line(format!(
-        "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads -> {}",
+        "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads, backend {backend} -> {}",
         arch.spec.name,
         arch.trainable_params(),
         arch.macs(),
@@ -106,6 +111,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             resume: args.resume,
             force: args.force,
             reporter: &mut reporter,
+            backend,
         },
     )
     .with_context(|| format!("training {}", arch.spec.name))?;

@@ -247,6 +247,11 @@ pub struct TrainConfig {
     /// distillation configs that learn from this network, so no stage trains on them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationSplit>,
+    /// Where training runs: `cpu` (the default) or `wgpu` (binaries built with the cargo
+    /// feature `wgpu`). `--backend` overrides it. Not part of the config hash:
+    /// checkpoints do not depend on the backend, so a run may resume on another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::runtime::Backend>,
 }
 
 impl TrainConfig {
@@ -278,9 +283,14 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Stable hash of the resolved config (what an artifact was made from).
+    /// Stable hash of the resolved config (what an artifact was made from; the backend it
+    /// ran on is left out).
     pub fn hash(&self) -> String {
-        sha256_hex(&serde_json::to_vec(self).expect("config serialises"))[..16].to_string()
+        let what = Self {
+            backend: None,
+            ..self.clone()
+        };
+        sha256_hex(&serde_json::to_vec(&what).expect("config serialises"))[..16].to_string()
     }
 
     /// The resolved config as TOML, saved beside artifacts.
@@ -569,6 +579,24 @@ mod tests {
         b.train.schedule[0].epochs += 1;
         assert_ne!(a.hash(), b.hash());
     }
+
+    #[test]
+    fn the_backend_key_parses_and_stays_out_of_the_hash() {
+        use crate::runtime::Backend;
+        let a = TrainConfig::default_synthetic();
+        assert_eq!(a.backend, None);
+        assert!(
+            !a.to_toml().contains("backend"),
+            "cpu configs serialise as before"
+        );
+        let text = format!("backend = \"wgpu\"\n{}", a.to_toml());
+        let b: TrainConfig = toml::from_str(&text).unwrap();
+        assert_eq!(b.backend, Some(Backend::Wgpu));
+        assert_eq!(a.hash(), b.hash(), "a run may resume on another backend");
+        let bad = format!("backend = \"gpu\"\n{}", a.to_toml());
+        let e = toml::from_str::<TrainConfig>(&bad).unwrap_err().to_string();
+        assert!(e.contains("backend") && e.contains("wgpu"), "{e}");
+    }
 }
 
 /// `distill-edge distill`: a student trained from a teacher checkpoint.
@@ -610,6 +638,11 @@ pub struct DistillConfig {
     /// built-in ones (`config::distill::BUILTIN_VARIANTS`); a name of a built-in replaces it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub variants: BTreeMap<String, VariantSpec>,
+    /// Where training runs: `cpu` (the default) or `wgpu` (binaries built with the cargo
+    /// feature `wgpu`). `--backend` overrides it. Not part of the config hash:
+    /// checkpoints do not depend on the backend, so a run may resume on another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::runtime::Backend>,
 }
 
 /// Loss weights must be finite, non-negative, and not all zero.
@@ -737,9 +770,13 @@ impl DistillConfig {
         Ok(())
     }
 
-    /// Stable hash of the resolved config.
+    /// Stable hash of the resolved config (the backend left out).
     pub fn hash(&self) -> String {
-        sha256_hex(&serde_json::to_vec(self).expect("config serialises"))[..16].to_string()
+        let what = Self {
+            backend: None,
+            ..self.clone()
+        };
+        sha256_hex(&serde_json::to_vec(&what).expect("config serialises"))[..16].to_string()
     }
 
     /// The resolved config as TOML.

@@ -1,5 +1,6 @@
 //! Evaluating a trained network on a dataset: accuracy, confusion matrix, retrieval.
 
+use burn::module::Module;
 use serde::Serialize;
 
 use crate::data::Splits;
@@ -24,7 +25,8 @@ pub struct ModelMetrics {
     pub retrieval: Option<[RetrievalMetrics; 2]>,
 }
 
-/// Evaluates `net` (eval mode) on `splits`; retrieval over the top `top_k` when asked.
+/// Evaluates `net` (eval mode) on `splits`, on the device its weights live on; retrieval over
+/// the top `top_k` when asked.
 pub fn evaluate(
     net: &ConvNet,
     splits: &Splits,
@@ -32,7 +34,11 @@ pub fn evaluate(
     batch_size: usize,
     retrieval_top_k: Option<usize>,
 ) -> Result<ModelMetrics, RetrievalError> {
-    let device = crate::runtime::cpu();
+    let device = net
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(crate::runtime::cpu);
     let test = predict(net, &splits.test, norm, batch_size, &device);
     let (loss, accuracy) = loss_and_accuracy(&test.logits, test.classes, &splits.test.labels);
     let predictions = argmax_rows(&test.logits, test.classes);

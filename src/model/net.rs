@@ -1,6 +1,6 @@
 //! The burn module built from an [`Architecture`].
 
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
@@ -155,6 +155,42 @@ impl ConvNet {
                 .global_pool
                 .then(|| AdaptiveAvgPool2dConfig::new([1, 1]).init()),
         }
+    }
+
+    /// Moves a network fresh from [`ConvNet::new`] to `device` with its weights still drawn
+    /// on the device it was created on, from that device's random generator, at the moment
+    /// the run first uses each parameter: the same values, drawn in the same order, as if the
+    /// network had stayed there. (burn's parameters are lazy, and a plain `to_device` would
+    /// draw them on the target device from its own generator.) Parameters already drawn and
+    /// the batch-norm running statistics are moved as `to_device` moves them.
+    pub fn to_device_drawn_here(self, device: &Device) -> Self {
+        struct DrawWhereCreated(Device);
+        impl ModuleMapper for DrawWhereCreated {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                if param.is_initialized() {
+                    return param;
+                }
+                let (id, shape) = (param.id, param.lazy_shape());
+                // Every parameter of a ConvNet is trainable.
+                Param::uninitialized(
+                    id,
+                    move |device: &Device, require_grad: bool| {
+                        // Detached after the move too: a moved tracked tensor is no leaf.
+                        let value = param.val().detach().to_device(device).detach();
+                        if require_grad {
+                            value.require_grad()
+                        } else {
+                            value
+                        }
+                    },
+                    self.0.clone(),
+                    true,
+                    shape,
+                )
+            }
+        }
+        self.map(&mut DrawWhereCreated(device.clone()))
+            .to_device(device)
     }
 
     /// `[batch, c, h, w]` -> logits `[batch, classes]`. This is the graph exported to ONNX.

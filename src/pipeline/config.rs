@@ -280,6 +280,11 @@ pub struct PipelineConfig {
     /// Bundles for targets.
     #[serde(default)]
     pub targets: TargetsSection,
+    /// Where the training stages train and evaluate: `cpu` (the default) or `wgpu`
+    /// (binaries built with the cargo feature `wgpu`); `build --backend` overrides it.
+    /// Not part of any stage's fingerprint: switching it reruns nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::runtime::Backend>,
     /// Images held out of the training split for every training stage; each trained network
     /// is then evaluated on them as well as on the test split.
     #[serde(default)]

@@ -21,6 +21,7 @@ use crate::data::split::ValidationSplit;
 use crate::data::{self, DataSource, Splits};
 use crate::fsutil::{DirLock, clean_stale_temps, sha256_file, sha256_hex, write_json_atomic};
 use crate::progress::Reporter;
+use crate::runtime::Backend;
 
 /// File recording a finished stage.
 pub const STAGE_FILE: &str = "stage.json";
@@ -88,6 +89,7 @@ pub struct Context {
     terminal: Reporter,
     quiet: bool,
     verbose: bool,
+    backend: Backend,
 }
 
 impl Context {
@@ -102,7 +104,19 @@ impl Context {
             terminal: Reporter::new(quiet),
             quiet,
             verbose,
+            backend: Backend::Cpu,
         }
+    }
+
+    /// The same context with the training stages on `backend`.
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Where the training stages train and evaluate.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The run directory.

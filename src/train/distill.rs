@@ -334,7 +334,9 @@ pub fn distill(
     reporter: &mut crate::progress::Reporter,
 ) -> Result<super::TrainReport, DistillError> {
     use super::supervised::{JobIdentity, TrainOptions, check_fit, fit};
-    let device = crate::runtime::cpu();
+    // The teacher runs where the student trains (its cache, when built, too).
+    let backend = config.backend.unwrap_or_default();
+    let device = backend.device().map_err(super::TrainError::from)?;
     let spec = crate::model::ModelSpec::resolve(&config.student, std::path::Path::new("."))?;
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     arch.check_memory(config.train.batch_size)?;
@@ -508,6 +510,7 @@ pub fn distill(
             resume,
             force,
             reporter,
+            backend,
         },
     )?)
 }

@@ -52,4 +52,7 @@ pub enum TrainError {
     /// burn could not serialise a record.
     #[error("saving weights: {0}")]
     Record(String),
+    /// The chosen backend has no device here.
+    #[error(transparent)]
+    Backend(#[from] crate::runtime::BackendError),
 }

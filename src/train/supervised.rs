@@ -41,6 +41,9 @@ pub struct TrainOptions<'a> {
     pub force: bool,
     /// Progress output.
     pub reporter: &'a mut Reporter,
+    /// Where the network trains and is evaluated after every epoch. Checkpoints do not
+    /// depend on it: a resume may use another backend.
+    pub backend: runtime::Backend,
 }
 
 /// What a finished training run produced.
@@ -171,11 +174,15 @@ pub fn fit(
     let ckpt_path = out.join(CHECKPOINT_FILE);
     let reporter = opts.reporter;
 
-    let device = runtime::cpu_autodiff();
-    device.seed(job.seed);
+    let device = opts.backend.autodiff_device()?;
+    // The initial weights are drawn on the CPU (each when the run first uses it, as on the
+    // CPU backend) and moved to the device, so a seed gives the same start on every backend.
+    let init_device = runtime::cpu_autodiff();
+    init_device.seed(job.seed);
     let mut model = match init {
         Some(net) => net.to_device(&device).train(),
-        None => ConvNet::new(arch, &device),
+        None if device == init_device => ConvNet::new(arch, &init_device).to_device(&device),
+        None => ConvNet::new(arch, &init_device).to_device_drawn_here(&device),
     };
     let mut optim = adam(&settings.adam);
     let norm = Normalization::from_dataset(&splits.train);
@@ -243,7 +250,7 @@ pub fn fit(
         .map_err(io(&config_path))?;
     let resumed_after = header.epochs_done;
     let norm = header.normalization.clone();
-    let eval_device = runtime::cpu();
+    let eval_device = opts.backend.device()?;
     let total = objective.total_epochs();
     for epoch in header.epochs_done + 1..=total {
         let (phase, lr) = objective.phase(epoch);

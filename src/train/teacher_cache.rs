@@ -16,6 +16,7 @@ use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
+use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -220,7 +221,12 @@ impl TeacherCache {
             source,
         };
         let data = source.data;
-        let device = crate::runtime::cpu();
+        // A burn teacher runs on the device its weights are on.
+        let device = match source.teacher {
+            CacheTeacher::Burn(net) => net.devices().into_iter().next(),
+            CacheTeacher::Foreign(_) => None,
+        }
+        .unwrap_or_else(crate::runtime::cpu);
         let n = data.len();
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(io_err)?;

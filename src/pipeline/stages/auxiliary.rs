@@ -63,7 +63,7 @@ impl Stage for AuxiliaryBaseline {
             fingerprint: &super::own_hash(self)?,
             dataset: self.data.name(),
         };
-        train_stage(dir, &job, &splits, reporter)?;
+        train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
         write_eval(dir, ctx, true, self.schedule.eval_batch_size, reporter)
     }
 }
@@ -136,8 +136,9 @@ impl Stage for Auxiliary {
             validation: self.validation.clone(),
             teacher_onnx: self.teacher_onnx.clone(),
             variants: Default::default(),
+            backend: None,
         };
-        distill_stage(&dc, dir, &splits, reporter)?;
+        distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
         write_eval(
             dir,
             ctx,

@@ -82,6 +82,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
                 None
             },
             variants: Default::default(),
+            backend: None,
         },
     };
     let baselines = baselines::baselines(

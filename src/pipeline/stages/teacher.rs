@@ -57,7 +57,7 @@ impl Stage for Teacher {
             fingerprint: &super::own_hash(self)?,
             dataset: self.data.name(),
         };
-        train_stage(dir, &job, &splits, reporter)?;
+        train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
         write_eval(dir, ctx, true, self.section.train.eval_batch_size, reporter)
     }
 }

@@ -14,6 +14,7 @@ use crate::model::ModelSpec;
 use crate::model::evaluate::evaluate;
 use crate::pipeline::stage::Context;
 use crate::progress::Reporter;
+use crate::runtime::Backend;
 use crate::train::distill::distill;
 use crate::train::supervised::{CHECKPOINT_FILE, JobIdentity, MODEL_FILE, TrainOptions, train};
 use crate::train::{Checkpoint, TrainError};
@@ -69,7 +70,7 @@ pub(super) fn write_eval(
 ) -> Result<()> {
     let path = dir.join(MODEL_FILE);
     let ckpt = Checkpoint::read(&path)?;
-    let net = ckpt.load_model(&crate::runtime::cpu(), &path)?;
+    let net = ckpt.load_model(&ctx.backend().device()?, &path)?;
     let norm = &ckpt.header.normalization;
     reporter.line("evaluating: accuracy and retrieval (database = train, queries = test)");
     let m = evaluate(&net, &*ctx.splits()?, norm, eval_batch_size, Some(100))?;
@@ -118,6 +119,7 @@ pub(super) fn train_stage(
     dir: &Path,
     job: &TrainJob<'_>,
     splits: &Splits,
+    backend: Backend,
     reporter: &mut Reporter,
 ) -> Result<()> {
     let TrainJob {
@@ -160,6 +162,7 @@ pub(super) fn train_stage(
             resume,
             force: !resume,
             reporter,
+            backend,
         },
     )?;
     Ok(())
@@ -170,8 +173,13 @@ pub(super) fn distill_stage(
     config: &DistillConfig,
     dir: &Path,
     splits: &Splits,
+    backend: Backend,
     reporter: &mut Reporter,
 ) -> Result<()> {
+    let config = &DistillConfig {
+        backend: Some(backend),
+        ..config.clone()
+    };
     let resume = dir.join(CHECKPOINT_FILE).exists();
     let origin = format!("pipeline stage {}", dir.display());
     // An ONNX teacher (the teacher stage's copy) runs with tract, pruned for InDistill.
