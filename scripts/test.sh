@@ -14,7 +14,7 @@ cargo fmt --manifest-path runner/Cargo.toml --all -- --check
 echo "== cargo clippy -D warnings" >&2
 # Every feature but `wgpu`: its build is the separate scripts/test-gpu.sh (docs/BENCHMARKS.md).
 cargo clippy --workspace --all-targets --features ort --locked -- -D warnings
-cargo clippy --manifest-path runner/Cargo.toml --all-targets --locked -- -D warnings
+cargo clippy --manifest-path runner/Cargo.toml --all-targets --all-features --locked -- -D warnings
 echo "== cargo check (default features)" >&2
 cargo check --workspace --locked
 echo "== cargo test (with the ONNX Runtime engine)" >&2

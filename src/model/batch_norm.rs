@@ -403,7 +403,7 @@ mod tests {
     use burn::module::Module;
     use burn::nn::BatchNormConfig;
     use burn::optim::GradientsParams;
-    use burn::tensor::{Distribution, Int};
+    use burn::tensor::Int;
 
     fn vec1(t: Tensor<1>) -> Vec<f32> {
         t.into_data().try_into_vec::<f32>().unwrap()
@@ -423,15 +423,24 @@ mod tests {
     /// Output, running statistics and the gradients of x, gamma and beta of one training
     /// forward + backward, through `forward` (fused unless `burn`).
     fn run(burn: bool, shape: [usize; 4]) -> Vec<Vec<f32>> {
+        // Drawn from a local generator: burn's is one per process, so a test running in
+        // parallel could draw between this one's seed and its draws (the two runs then see
+        // different inputs).
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut draw = |dims: Vec<usize>, lo: f32, hi: f32| {
+            let n = dims.iter().product();
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(lo..hi)).collect();
+            TensorData::new(v, dims)
+        };
         let device = Device::flex().autodiff();
-        device.seed(7);
-        let x = Tensor::<4>::random(shape, Distribution::Normal(3.0, 2.0), &device);
-        let weights = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let x = Tensor::<4>::from_data(draw(shape.to_vec(), -1.0, 7.0), &device);
+        let weights = Tensor::<4>::from_data(draw(shape.to_vec(), -1.0, 1.0), &device);
         let mut bn = BatchNormConfig::new(shape[1]).init(&device);
-        bn.gamma = bn.gamma.map(|g| {
-            Tensor::<1>::random([shape[1]], Distribution::Uniform(0.5, 1.5), &g.device())
-                .require_grad()
-        });
+        let gamma = draw(vec![shape[1]], 0.5, 1.5);
+        bn.gamma = bn
+            .gamma
+            .map(|g| Tensor::<1>::from_data(gamma, &g.device()).require_grad());
         let x = x.require_grad();
         let y = if burn {
             with_burn_batch_norm(|| forward(&bn, x.clone()))
