@@ -322,17 +322,9 @@ fn every_operator_tract_cannot_run_is_listed_before_the_cross_build() {
     assert!(!p.join("dist").exists());
 }
 
-/// What is missing to cross-build and emulate aarch64 here, if anything.
-fn missing_cross_tool() -> Option<String> {
-    ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"]
-        .into_iter()
-        .find(|t| distill_edge::fsutil::find_program(t).is_none())
-        .map(String::from)
-}
-
 #[test]
 fn a_foreign_resnet_builds_and_benches_under_qemu_with_and_without_labels() {
-    if let Some(tool) = missing_cross_tool() {
+    if let Some(tool) = common::missing_cross_tool() {
         distill_edge::testing::missing_tool(&tool, "scripts/setup.sh installs it");
         return;
     }

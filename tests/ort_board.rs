@@ -28,19 +28,11 @@ fn write_model(dir: &Path, name: &str) {
     std::fs::write(dir.join(name), proto::encode(&model)).unwrap();
 }
 
-/// What is missing to cross-build and emulate aarch64 here, if anything.
-fn missing_cross_tool() -> Option<String> {
-    ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"]
-        .into_iter()
-        .find(|t| distill_edge::fsutil::find_program(t).is_none())
-        .map(String::from)
-}
-
 /// Under qemu the runner sees a synthetic Cortex-A72 (`device::guest_cpu`): without it ONNX
 /// Runtime's CPU detection found the x86 host's `/proc/cpuinfo` and crashed while loading.
 #[test]
 fn onnx_runtime_on_aarch64_under_qemu_matches_the_host() {
-    if let Some(tool) = missing_cross_tool() {
+    if let Some(tool) = common::missing_cross_tool() {
         distill_edge::testing::missing_tool(&tool, "scripts/setup.sh installs it");
         return;
     }

@@ -163,3 +163,11 @@ pub fn assert_onnx_checker_accepts(python: &Path, path: &Path, what: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// What is missing to cross-build and emulate aarch64 here, if anything.
+pub fn missing_cross_tool() -> Option<String> {
+    ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"]
+        .into_iter()
+        .find(|t| distill_edge::fsutil::find_program(t).is_none())
+        .map(String::from)
+}
