@@ -2,11 +2,13 @@
 # Cross-check for CI (yours and ours): build the bundle for each target, run it under qemu
 # (or natively for x86_64), and fail on any accuracy or output mismatch with the host.
 #   scripts/ci-cross-check.sh [--model M.onnx [--int8 Q.onnx] --config C.toml]
-#       [--build-arg ARG ...] [--baseline DIR | --save-baseline DIR] [--junit DIR] [TARGET ...]
+#       [--build-arg ARG ...] [--baseline DIR | --save-baseline DIR] [--junit DIR]
+#       [--max-runner-bytes N] [TARGET ...]
 # --baseline DIR compares each target with DIR/baseline-<target>.json (docs/CI.md: latency is
 # never gated under qemu), --save-baseline DIR writes them, --junit DIR writes
 # DIR/bench-<target>.xml; --build-arg passes one more argument to `build` (e.g.
-# --preprocess=pre.toml for a model distill-edge did not export).
+# --preprocess=pre.toml for a model distill-edge did not export); --max-runner-bytes N fails a
+# target whose runner binary is larger than N bytes (a board's flash budget).
 # Without --model, a tiny model is trained on generated data and exported (fp32 and int8).
 # Without targets, every file in targets/ is checked. The runner is cross-compiled by
 # `distill-edge build` from the sources embedded in the binary (runner/ is its own workspace,
@@ -16,6 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 model=""; int8=""; config=""; targets=(); build_extra=(); baseline=""; save_baseline=""; junit=""
+max_runner=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --model) model=$2; shift 2 ;;
@@ -25,6 +28,11 @@ while [ $# -gt 0 ]; do
     --baseline) baseline=$2; shift 2 ;;
     --save-baseline) save_baseline=$2; shift 2 ;;
     --junit) junit=$2; shift 2 ;;
+    --max-runner-bytes)
+      case "${2:-}" in
+        ''|*[!0-9]*) echo "ci-cross-check: --max-runner-bytes ${2:-}: expected a number of bytes" >&2; exit 1 ;;
+      esac
+      max_runner=$2; shift 2 ;;
     -*) echo "unknown option $1" >&2; exit 1 ;;
     *) targets+=("$1"); shift ;;
   esac
@@ -74,6 +82,10 @@ for t in "${targets[@]}"; do
   fi
   size=$(stat -c %s "$work/dist/$t/distill-edge-runner")
   echo "ci-cross-check: $t: runner $size bytes, build ${built}s, run $((SECONDS - start - built))s" >&2
+  if [ -n "$max_runner" ] && [ "$size" -gt "$max_runner" ]; then
+    echo "ci-cross-check: $t: runner $work/dist/$t/distill-edge-runner is $size bytes, over --max-runner-bytes $max_runner" >&2
+    failed=1
+  fi
 done
 if [ "$failed" = 1 ]; then
   echo "ci-cross-check: FAILED" >&2

@@ -21,4 +21,6 @@ echo "== cargo test (with the ONNX Runtime engine)" >&2
 cargo test --workspace --all-targets --features ort --locked
 echo "== cross-compiled runner under qemu (aarch64)" >&2
 scripts/ci-cross-check.sh aarch64
+echo "== the runner optimised for size: at most 5 MB, same outputs under qemu (aarch64)" >&2
+scripts/ci-cross-check.sh --build-arg --optimize=size --max-runner-bytes 5000000 aarch64
 echo "test.sh: all checks passed in $((SECONDS - start))s" >&2

@@ -566,8 +566,8 @@ pub fn method_parser() -> impl TypedValueParser<Value = Method> {
 pub enum OptimizeArg {
     /// Profile `runner` (opt-level 3): the fastest runner (about 15 MB on aarch64).
     Speed,
-    /// Profile `runner-size` (opt-level "z", position-dependent): about 6 MB on aarch64, same
-    /// outputs, 1.5-1.7x the latency on x86_64 (docs/BENCHMARKS.md).
+    /// Profile `runner-size` (opt-level "z", position-dependent, no unwind tables on glibc):
+    /// about 4.9 MB on aarch64, same outputs, 1.5-1.7x the latency on x86_64 (BENCHMARKS).
     Size,
 }
 
@@ -651,7 +651,7 @@ pub struct BuildArgs {
     #[arg(long, short, value_delimiter = ',', value_name = "TARGET")]
     pub target: Vec<String>,
     /// Build the runner for speed or size (default: the target file's `optimize`, else
-    /// speed). `size` makes it about 2.5x smaller (15.0 to 5.85 MB on aarch64) and slower;
+    /// speed). `size` makes it about 3x smaller (15.0 to 4.9 MB on aarch64) and slower;
     /// see docs/BENCHMARKS.md.
     #[arg(long, value_name = "GOAL", value_parser = optimize_parser())]
     pub optimize: Option<crate::board::Optimize>,

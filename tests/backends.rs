@@ -20,18 +20,12 @@ use common::{run, stderr, synthetic_config};
 fn a_backend_not_built_is_refused_in_one_line_before_anything_is_written() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = synthetic_config(tmp.path(), "nb", "[{ epochs = 1, lr = 1e-3 }]", 64);
-    let out = run(
-        tmp.path(),
-        &[
-            "train",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--backend",
-            "wgpu",
-            "-o",
-            "flag",
-        ],
-    );
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "-c", cfg.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run(tmp.path(), &args)
+    };
+    let out = train(&["--backend", "wgpu", "-o", "flag"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert_eq!(
         common::error_line(&out, tmp.path()),
@@ -42,27 +36,11 @@ fn a_backend_not_built_is_refused_in_one_line_before_anything_is_written() {
     // The config key, and the flag winning over it.
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("backend = \"wgpu\"\n{text}")).unwrap();
-    let out = run(
-        tmp.path(),
-        &["train", "-c", cfg.to_str().unwrap(), "-o", "key"],
-    );
+    let out = train(&["-o", "key"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(common::error_line(&out, tmp.path()).contains("`--features wgpu`"));
     assert!(!tmp.path().join("key").exists());
-    let out = run(
-        tmp.path(),
-        &[
-            "train",
-            "-c",
-            cfg.to_str().unwrap(),
-            "--backend",
-            "cpu",
-            "-o",
-            "cpu",
-            "--threads",
-            "1",
-        ],
-    );
+    let out = train(&["--backend", "cpu", "-o", "cpu", "--threads", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(tmp.path().join("cpu/model.ckpt").exists());
 }

@@ -146,8 +146,20 @@ pub fn cargo_command(target: &TargetSpec, root: &Path, format: ModelFormat) -> C
         };
         cmd.env(key, flags);
     }
+    // The runner's build script drops `.eh_frame` at link time when this is "1" (and only
+    // then: a value left in the user's environment does not leak into a speed build).
+    let drop_unwind_tables = target.optimize == Optimize::Size;
+    cmd.env(
+        NO_EH_FRAME_SWITCH,
+        if drop_unwind_tables { "1" } else { "0" },
+    );
     cmd
 }
+
+/// The environment switch of the runner's build script (`runner/build.rs`): "1" links the
+/// runner without `.eh_frame`, the unwind tables that nothing reads once `panic = "abort"`
+/// and [`SIZE_RUSTFLAGS`] leave out their index (−1.0 MB of the aarch64 runner).
+pub const NO_EH_FRAME_SWITCH: &str = "DISTILL_EDGE_RUNNER_NO_EH_FRAME";
 
 /// rustc flags of the runner optimised for size, on top of profile `runner-size`
 /// (docs/BENCHMARKS.md, "The slim runner"): a position-dependent executable, whose tables need
@@ -243,10 +255,25 @@ mod tests {
         };
         let mut t = TargetSpec::resolve("aarch64").unwrap();
         assert_eq!(profile_of(&t), "runner");
+        let switch = |t: &TargetSpec| {
+            let cmd = cargo_command(t, Path::new("."), ModelFormat::Nnef);
+            cmd.get_envs()
+                .find(|(k, _)| *k == NO_EH_FRAME_SWITCH)
+                .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()))
+        };
         assert_eq!(rustflags(&t), None);
+        assert_eq!(switch(&t).as_deref(), Some("0"));
         t.optimize = super::super::Optimize::Size;
         assert_eq!(profile_of(&t), "runner-size");
         assert_eq!(rustflags(&t).as_deref(), Some(SIZE_RUSTFLAGS));
+        assert_eq!(switch(&t).as_deref(), Some("1"));
+        // The runner's build script reads the same switch.
+        let build_rs = embedded::RUNNER_FILES
+            .iter()
+            .find(|(p, _)| *p == "runner/build.rs")
+            .map(|(_, b)| String::from_utf8_lossy(b))
+            .unwrap();
+        assert!(build_rs.contains(&format!("\"{NO_EH_FRAME_SWITCH}\"")));
         // The profile exists in the runner's manifest (cargo would refuse an unknown one).
         let manifest = embedded::RUNNER_FILES
             .iter()

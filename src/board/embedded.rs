@@ -22,6 +22,7 @@ pub const RUNNER_FILES: &[EmbeddedFile] = &[
         "runner/Cargo.lock",
         include_bytes!("../../runner/Cargo.lock"),
     ),
+    ("runner/build.rs", include_bytes!("../../runner/build.rs")),
     (
         "runner/src/main.rs",
         include_bytes!("../../runner/src/main.rs"),

@@ -229,8 +229,10 @@ int main(int argc, char **argv) {
 }
 "#;
 
-    #[test]
-    fn runs_aarch64_binary() {
+    /// Cross-compiles the C program `source` for aarch64 into `dir`, once per `(name, flags)`,
+    /// or returns false (after [`crate::testing::missing_tool`], which fails under CI) when
+    /// qemu-user or the cross compiler is missing.
+    fn cross_compile_aarch64(dir: &Path, source: &str, binaries: &[(&str, &[&str])]) -> bool {
         if find_program("qemu-aarch64-static").is_none()
             || find_program("aarch64-linux-gnu-gcc").is_none()
         {
@@ -238,19 +240,29 @@ int main(int argc, char **argv) {
                 "qemu-aarch64-static or aarch64-linux-gnu-gcc",
                 "apt-get install qemu-user-static gcc-aarch64-linux-gnu (scripts/setup.sh does)",
             );
+            return false;
+        }
+        let src = dir.join("program.c");
+        fs::write(&src, source).unwrap();
+        for (name, flags) in binaries {
+            let status = Command::new("aarch64-linux-gnu-gcc")
+                .args(*flags)
+                .args(["-O1", "-o"])
+                .arg(dir.join(name))
+                .arg(&src)
+                .status()
+                .unwrap();
+            assert!(status.success(), "cross-compiling {name} failed");
+        }
+        true
+    }
+
+    #[test]
+    fn runs_aarch64_binary() {
+        let bundle = tempfile::tempdir().unwrap();
+        if !cross_compile_aarch64(bundle.path(), HELLO, &[("hello", &["-static"])]) {
             return;
         }
-        let bundle = tempfile::tempdir().unwrap();
-        let src = bundle.path().join("hello.c");
-        fs::write(&src, HELLO).unwrap();
-        let status = Command::new("aarch64-linux-gnu-gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(bundle.path().join("hello"))
-            .arg(&src)
-            .status()
-            .unwrap();
-        assert!(status.success(), "cross-compiling failed");
-
         let t = QemuTransport::new(
             [
                 "qemu-aarch64-static",
@@ -308,27 +320,10 @@ int main(void) {
     /// through the target's sysroot (`-L`, dynamic binaries) or without one (static).
     #[test]
     fn the_guest_reads_the_emulated_cpus_description() {
-        if find_program("qemu-aarch64-static").is_none()
-            || find_program("aarch64-linux-gnu-gcc").is_none()
-        {
-            crate::testing::missing_tool(
-                "qemu-aarch64-static or aarch64-linux-gnu-gcc",
-                "apt-get install qemu-user-static gcc-aarch64-linux-gnu (scripts/setup.sh does)",
-            );
-            return;
-        }
         let bundle = tempfile::tempdir().unwrap();
-        let src = bundle.path().join("cpuinfo.c");
-        fs::write(&src, CPUINFO).unwrap();
-        for (binary, flags) in [("dynamic", &[][..]), ("static", &["-static"][..])] {
-            let status = Command::new("aarch64-linux-gnu-gcc")
-                .args(flags)
-                .args(["-O1", "-o"])
-                .arg(bundle.path().join(binary))
-                .arg(&src)
-                .status()
-                .unwrap();
-            assert!(status.success(), "cross-compiling failed");
+        let binaries: [(&str, &[&str]); 2] = [("dynamic", &[]), ("static", &["-static"])];
+        if !cross_compile_aarch64(bundle.path(), CPUINFO, &binaries) {
+            return;
         }
         let cpus = guest_cpu::host_cpus();
         let with_sysroot = [
