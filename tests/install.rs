@@ -6,6 +6,8 @@
 //! Slow the first time (the cross build of the runner with fat LTO, about 15 minutes on two
 //! cores); later runs reuse the build directory.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
@@ -23,24 +25,6 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
 }
 
-/// What is missing to cross-build and emulate aarch64 here, if anything.
-fn missing_tool() -> Option<String> {
-    for tool in ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"] {
-        if distill_edge::fsutil::find_program(tool).is_none() {
-            return Some(tool.into());
-        }
-    }
-    let out = Command::new("rustup")
-        .args(["target", "list", "--installed"])
-        .output()
-        .ok()?;
-    let installed = String::from_utf8_lossy(&out.stdout);
-    (!installed
-        .lines()
-        .any(|l| l.trim() == "aarch64-unknown-linux-gnu"))
-    .then(|| "rust target aarch64-unknown-linux-gnu".into())
-}
-
 fn check(what: &str, out: &Output) {
     assert!(
         out.status.success(),
@@ -53,7 +37,7 @@ fn check(what: &str, out: &Output) {
 
 #[test]
 fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
-    if let Some(tool) = missing_tool() {
+    if let Some(tool) = common::missing_cross_tool() {
         distill_edge::testing::missing_tool(&tool, "scripts/setup.sh installs it");
         return;
     }

@@ -61,6 +61,12 @@ impl Net {
     }
 }
 
+/// Bad input: one line on stderr, exit status 1.
+fn fail(message: &str) -> ! {
+    eprintln!("burn-version-bench: {message}");
+    std::process::exit(1)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let value = |name: &str| {
@@ -72,10 +78,11 @@ fn main() {
     let number = |name: &str, default: usize| {
         value(name).map_or(default, |v| {
             v.parse()
-                .unwrap_or_else(|_| panic!("{name} {v}: expected a whole number"))
+                .unwrap_or_else(|_| fail(&format!("{name} {v}: expected a whole number")))
         })
     };
-    let label = value("--label").expect("--label L: the burn version measured");
+    let label = value("--label")
+        .unwrap_or_else(|| fail("--label L (the burn version measured) is required"));
     let (threads, steps, batch) = (number("--threads", 2), number("--steps", 20), 128);
     let models = value("--models").unwrap_or_else(|| "cnn32,cnn32-small,cnn32-large".into());
     let inputs = value("--inputs").unwrap_or_else(|| "1x28x28,3x32x32".into());
@@ -90,13 +97,17 @@ fn main() {
             "cnn32" => (vec![16, 32, 64], 128),
             "cnn32-small" => (vec![8, 16, 32], 64),
             "cnn32-large" => (vec![64, 128, 256], 512),
-            other => panic!("--models: unknown model {other} (cnn32, cnn32-small, cnn32-large)"),
+            other => fail(&format!(
+                "--models: unknown model {other} (cnn32, cnn32-small, cnn32-large)"
+            )),
         };
         for input in inputs.split(',') {
             let (c, side) = match input {
                 "1x28x28" => (1, 28),
                 "3x32x32" => (3, 32),
-                other => panic!("--inputs: unknown input {other} (1x28x28, 3x32x32)"),
+                other => fail(&format!(
+                    "--inputs: unknown input {other} (1x28x28, 3x32x32)"
+                )),
             };
             let mut net = Net::new(&widths, fc, c, side, &device);
             let mut optim = AdamConfig::new().with_epsilon(1e-8).init();

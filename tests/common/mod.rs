@@ -164,10 +164,21 @@ pub fn assert_onnx_checker_accepts(python: &Path, path: &Path, what: &str) {
     );
 }
 
-/// What is missing to cross-build and emulate aarch64 here, if anything.
+/// What is missing to cross-build and emulate aarch64 here, if anything: qemu-user, the
+/// cross linker, rustup, or rustup's aarch64-unknown-linux-gnu target.
 pub fn missing_cross_tool() -> Option<String> {
-    ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"]
-        .into_iter()
-        .find(|t| distill_edge::fsutil::find_program(t).is_none())
-        .map(String::from)
+    for tool in ["qemu-aarch64-static", "aarch64-linux-gnu-gcc", "rustup"] {
+        if distill_edge::fsutil::find_program(tool).is_none() {
+            return Some(tool.into());
+        }
+    }
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .ok()?;
+    let installed = String::from_utf8_lossy(&out.stdout);
+    (!installed
+        .lines()
+        .any(|l| l.trim() == "aarch64-unknown-linux-gnu"))
+    .then(|| "rust target aarch64-unknown-linux-gnu".into())
 }
