@@ -40,7 +40,9 @@ done
 if [ ${#targets[@]} -eq 0 ]; then
   for f in targets/*.toml; do targets+=("$(basename "$f" .toml)"); done
 fi
-cargo build --locked -q -p distill-edge
+# With the `ort` feature, as scripts/test.sh's tests build it, so the suite compiles the binary
+# once (ONNX Runtime is loaded at run time, only for a target with the `ort` engine).
+cargo build --locked -q -p distill-edge --features ort
 bin="$CARGO_TARGET_DIR/debug/distill-edge"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
