@@ -40,7 +40,9 @@ fn resolved(features: &[&str], edges: &str) -> BTreeMap<String, Vec<String>> {
             .filter(|f| !f.is_empty())
             .map(String::from)
             .collect();
-        // Listed once per place in the tree, with the same features.
+        // A crate can be listed twice with different features: built for the target, and
+        // for the host under a proc macro. Keep the union on both sides (so a difference on
+        // the host side alone would go unseen; dev-dependencies do not change that side).
         let entry: &mut Vec<String> = map.entry(package.trim().to_string()).or_default();
         for f in features {
             if !entry.contains(&f) {
