@@ -141,6 +141,10 @@ pub struct TrainArgs {
     /// Where to train and evaluate (default: the config's `backend`, else cpu).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<BackendArg>,
+    /// Train data-parallel on the backend's first N devices (default: the config's `devices`,
+    /// else 1). On cpu, N replicas share the cores: the arithmetic of N GPUs, not a speed-up.
+    #[arg(long, value_name = "N")]
+    pub devices: Option<usize>,
     /// Seed for weights, shuffling and augmentation.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
@@ -471,6 +475,10 @@ pub struct DistillOverrides {
     /// Where to train and evaluate (default: the config's `backend`, else cpu).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<BackendArg>,
+    /// Train data-parallel on the backend's first N devices (default: the config's `devices`,
+    /// else 1). On cpu, N replicas share the cores: the arithmetic of N GPUs, not a speed-up.
+    #[arg(long, value_name = "N")]
+    pub devices: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -669,6 +677,10 @@ pub struct BuildArgs {
     /// cpu).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<BackendArg>,
+    /// Train the training stages data-parallel on the backend's first N devices (default: the config's `devices`,
+    /// else 1). On cpu, N replicas share the cores: the arithmetic of N GPUs, not a speed-up.
+    #[arg(long, value_name = "N")]
+    pub devices: Option<usize>,
     /// Where to validate the bundles: `qemu` (default for cross targets), `local`, or
     /// `ssh://[user@]host[:port]`.
     #[arg(long, value_name = "DEVICE")]

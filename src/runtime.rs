@@ -85,6 +85,42 @@ impl Backend {
     pub fn autodiff_device(self) -> Result<Device, BackendError> {
         self.device().map(Device::autodiff)
     }
+
+    /// `n` autodiff devices for data-parallel training (`--devices`): for `n` = 1,
+    /// [`Self::autodiff_device`]; on `wgpu` the first `n` adapters burn enumerates, fewer
+    /// than `n` being an error. On `cpu` they are `n` replicas of the one CPU device:
+    /// no faster (they share the cores), but the same arithmetic as `n` GPUs, so a
+    /// multi-device run can be checked on a machine without them.
+    pub fn autodiff_devices(self, n: usize) -> Result<Vec<Device>, BackendError> {
+        if n == 0 {
+            return Err(BackendError::NoDevice {
+                backend: self,
+                message: "0 devices asked for (--devices, or the config key `devices`); \
+                          expected 1 or more"
+                    .into(),
+            });
+        }
+        let first = self.autodiff_device()?;
+        if n == 1 {
+            return Ok(vec![first]);
+        }
+        match self {
+            Self::Cpu => Ok(vec![first; n]),
+            Self::Wgpu => {
+                let found = wgpu_adapters()?;
+                if found.len() < n {
+                    return Err(BackendError::NoDevice {
+                        backend: self,
+                        message: format!(
+                            "{n} devices asked for (--devices), this machine has {}",
+                            found.len()
+                        ),
+                    });
+                }
+                Ok(found.into_iter().take(n).map(Device::autodiff).collect())
+            }
+        }
+    }
 }
 
 impl fmt::Display for Backend {
@@ -136,6 +172,19 @@ fn wgpu_device() -> Result<Device, BackendError> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<Device, BackendError> {
+    Err(BackendError::NotBuilt(Backend::Wgpu))
+}
+
+/// Every wgpu adapter burn finds, in its order.
+#[cfg(feature = "wgpu")]
+fn wgpu_adapters() -> Result<Vec<Device>, BackendError> {
+    Ok(Device::enumerate(burn::tensor::DeviceType::Wgpu)
+        .into_iter()
+        .collect())
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_adapters() -> Result<Vec<Device>, BackendError> {
     Err(BackendError::NotBuilt(Backend::Wgpu))
 }
 

@@ -60,6 +60,7 @@ fn help_lists_wgpu_only_in_a_build_with_the_feature() {
                 "{cmd} {flag}:\n{help}"
             );
             assert!(help.contains("cpu"), "{cmd} {flag}:\n{help}");
+            assert!(help.contains("--devices <N>"), "{cmd} {flag}:\n{help}");
             assert_eq!(
                 help.contains("wgpu"),
                 cfg!(feature = "wgpu"),
@@ -131,6 +132,45 @@ fn a_network_moved_before_use_draws_the_weights_it_would_have_drawn_in_place() {
     }
 }
 
+/// `--devices N` (flag) and `devices = N` (config key) train data-parallel; on cpu the
+/// replicas share the cores. 0 is refused in one line before anything is written.
+#[test]
+fn devices_train_data_parallel_and_zero_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = synthetic_config(tmp.path(), "dp", "[{ epochs = 1, lr = 1e-3 }]", 64);
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "-c", cfg.to_str().unwrap(), "--threads", "1"];
+        args.extend_from_slice(extra);
+        run(tmp.path(), &args)
+    };
+    let out = train(&["--devices", "0", "-o", "zero"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        common::error_line(&out, tmp.path()),
+        "error: backend 'cpu': 0 devices asked for (--devices, or the config key `devices`); expected 1 or more"
+    );
+    assert!(!tmp.path().join("zero").exists());
+
+    let out = train(&["--devices", "2", "-o", "flag"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("backend cpu x2 devices"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(tmp.path().join("flag/model.ckpt").exists());
+
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("devices = 3\n{text}")).unwrap();
+    let out = train(&["-o", "key"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("backend cpu x3 devices"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// An unknown backend name in a config names the key and the accepted values.
 #[test]
 fn an_unknown_backend_in_a_config_names_the_key() {
@@ -184,6 +224,40 @@ mod wgpu {
         }
     }
 
+    /// More devices than the machine's adapters: one line naming both numbers, before
+    /// anything is written.
+    #[test]
+    fn more_devices_than_adapters_are_refused_in_one_line() {
+        if !wgpu_available() {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = synthetic_config(tmp.path(), "many", "[{ epochs = 1, lr = 1e-3 }]", 64);
+        let out = run(
+            tmp.path(),
+            &[
+                "train",
+                "-c",
+                cfg.to_str().unwrap(),
+                "--backend",
+                "wgpu",
+                "--devices",
+                "64",
+                "-o",
+                "many",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        let line = common::error_line(&out, tmp.path());
+        assert!(
+            line.starts_with(
+                "error: backend 'wgpu': 64 devices asked for (--devices), this machine has "
+            ),
+            "{line}"
+        );
+        assert!(!tmp.path().join("many").exists());
+    }
+
     fn close(a: f64, b: f64) -> bool {
         a.is_finite()
             && b.is_finite()
@@ -230,6 +304,7 @@ mod wgpu {
                 force: !resume,
                 reporter: &mut reporter,
                 backend,
+                devices: 1,
             },
         )
         .unwrap()

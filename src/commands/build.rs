@@ -59,7 +59,13 @@ fn pipeline(args: &BuildArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(b) = args.backend {
         config.backend = Some(b.into());
     }
-    config.backend.unwrap_or_default().device()?;
+    if let Some(n) = args.devices {
+        config.devices = Some(n);
+    }
+    config
+        .backend
+        .unwrap_or_default()
+        .autodiff_devices(config.devices.unwrap_or(1))?;
     let targets = args
         .target
         .iter()

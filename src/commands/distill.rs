@@ -39,8 +39,15 @@ fn apply_overrides(config: &mut DistillConfig, o: &DistillOverrides) -> Result<(
     if let Some(b) = o.backend {
         config.backend = Some(b.into());
     }
-    // A backend this binary or machine lacks is refused before anything is read or locked.
-    config.backend.unwrap_or_default().device()?;
+    if let Some(n) = o.devices {
+        config.devices = Some(n);
+    }
+    // A backend (or a number of devices) this binary or machine lacks is refused before
+    // anything is read or locked.
+    config
+        .backend
+        .unwrap_or_default()
+        .autodiff_devices(config.devices.unwrap_or(1))?;
     Ok(())
 }
 

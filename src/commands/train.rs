@@ -59,9 +59,13 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     if let Some(b) = args.backend {
         config.backend = Some(b.into());
     }
+    if let Some(n) = args.devices {
+        config.devices = Some(n);
+    }
     config.validate(&origin)?;
     let backend = config.backend.unwrap_or_default();
-    backend.device()?;
+    let devices = config.devices.unwrap_or(1);
+    backend.autodiff_devices(devices)?;
 
     let mut reporter = Reporter::new(global.quiet);
     let spec = ModelSpec::resolve(&config.model, std::path::Path::new("."))?;
@@ -75,7 +79,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let arch = spec.bind(splits.train.shape, splits.train.classes.len())?;
     arch.check_memory(config.train.batch_size)?;
     reporter.line(format!(
-        "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads, backend {backend} -> {}",
+        "training {} ({} params, {} MACs) on {} ({} train / {} test, {}), {} epochs, batch {}, {} threads, backend {backend}{} -> {}",
         arch.spec.name,
         arch.trainable_params(),
         arch.macs(),
@@ -86,6 +90,11 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         config.train.total_epochs(),
         config.train.batch_size,
         crate::runtime::threads(),
+        if devices > 1 {
+            format!(" x{devices} devices")
+        } else {
+            String::new()
+        },
         out.display()
     ));
     // The saved config names the data by an absolute path: later commands read it from the
@@ -112,6 +121,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             force: args.force,
             reporter: &mut reporter,
             backend,
+            devices,
         },
     )
     .with_context(|| format!("training {}", arch.spec.name))?;

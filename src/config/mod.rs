@@ -252,6 +252,11 @@ pub struct TrainConfig {
     /// checkpoints do not depend on the backend, so a run may resume on another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,
+    /// Train data-parallel on the backend's first `devices` devices (default 1; on `cpu`,
+    /// replicas sharing the cores). `--devices` overrides it. Not part of the config hash,
+    /// like `backend`; batch-norm statistics and PKT are then computed per device's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<usize>,
 }
 
 impl TrainConfig {
@@ -288,6 +293,7 @@ impl TrainConfig {
     pub fn hash(&self) -> String {
         let what = Self {
             backend: None,
+            devices: None,
             ..self.clone()
         };
         sha256_hex(&serde_json::to_vec(&what).expect("config serialises"))[..16].to_string()
@@ -643,6 +649,11 @@ pub struct DistillConfig {
     /// checkpoints do not depend on the backend, so a run may resume on another one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,
+    /// Train data-parallel on the backend's first `devices` devices (default 1; on `cpu`,
+    /// replicas sharing the cores). `--devices` overrides it. Not part of the config hash,
+    /// like `backend`; batch-norm statistics and PKT are then computed per device's shard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<usize>,
 }
 
 /// Loss weights must be finite, non-negative, and not all zero.
@@ -774,6 +785,7 @@ impl DistillConfig {
     pub fn hash(&self) -> String {
         let what = Self {
             backend: None,
+            devices: None,
             ..self.clone()
         };
         sha256_hex(&serde_json::to_vec(&what).expect("config serialises"))[..16].to_string()

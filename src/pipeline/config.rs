@@ -285,6 +285,11 @@ pub struct PipelineConfig {
     /// Not part of any stage's fingerprint: switching it reruns nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::runtime::Backend>,
+    /// Train the training stages data-parallel on the backend's first `devices` devices
+    /// (default 1; on `cpu`, replicas sharing the cores); `build --devices` overrides it. Not
+    /// part of any stage's fingerprint, like `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<usize>,
     /// Images held out of the training split for every training stage; each trained network
     /// is then evaluated on them as well as on the test split.
     #[serde(default)]

@@ -81,7 +81,10 @@ pub struct BuildResult {
 pub fn build(config: &PipelineConfig, opts: &BuildOptions) -> Result<BuildResult> {
     let root = config.run_dir();
     let ctx = stage::Context::new(root.clone(), config.data.clone(), opts.quiet, opts.verbose)
-        .with_backend(config.backend.unwrap_or_default())
+        .with_compute(
+            config.backend.unwrap_or_default(),
+            config.devices.unwrap_or(1),
+        )
         .with_validation(config.validation.clone());
     let list = stages::all(config, opts);
     let run = stage::run_stages(&list, &ctx, opts.from.as_deref())?;

@@ -90,6 +90,7 @@ pub struct Context {
     quiet: bool,
     verbose: bool,
     backend: Backend,
+    devices: usize,
 }
 
 impl Context {
@@ -105,18 +106,21 @@ impl Context {
             quiet,
             verbose,
             backend: Backend::Cpu,
+            devices: 1,
         }
     }
 
-    /// The same context with the training stages on `backend`.
-    pub fn with_backend(mut self, backend: Backend) -> Self {
+    /// The same context with the training stages on `devices` devices of `backend`.
+    pub fn with_compute(mut self, backend: Backend, devices: usize) -> Self {
         self.backend = backend;
+        self.devices = devices;
         self
     }
 
-    /// Where the training stages train and evaluate.
-    pub fn backend(&self) -> Backend {
-        self.backend
+    /// Where the training stages train and evaluate: the backend and how many of its devices
+    /// train data-parallel.
+    pub fn compute(&self) -> (Backend, usize) {
+        (self.backend, self.devices)
     }
 
     /// The run directory.

@@ -83,6 +83,19 @@ impl ForeignBatches<'_> {
     }
 }
 
+/// The student's batch `x` (without autodiff) on the device of `teacher`, and the device `x`
+/// is on: with several devices a replica's batch may live elsewhere than the teacher
+/// ([`super::parallel`]); on one device both moves are no-ops.
+fn on_device_of(teacher: &ConvNet, x: &Tensor<4>) -> (Tensor<4>, burn::tensor::Device) {
+    let input = x.clone().inner();
+    let home = input.device();
+    let input = match teacher.devices().first() {
+        Some(d) if *d != home => input.to_device(d),
+        _ => input,
+    };
+    (input, home)
+}
+
 fn tensor2(values: Vec<f32>, shape: [usize; 2], device: &burn::tensor::Device) -> Tensor<2> {
     Tensor::<2>::from_data(burn::tensor::TensorData::new(values, shape), device)
 }
@@ -124,8 +137,12 @@ impl Distillation<'_> {
             );
         }
         let teacher = self.teacher.expect("a teacher for a distillation loss");
-        let (logits, embedding) = teacher.forward_with_embedding(x.clone().inner());
-        (logits.autodiff(), embedding.autodiff())
+        let (input, home) = on_device_of(teacher, x);
+        let (logits, embedding) = teacher.forward_with_embedding(input);
+        (
+            logits.to_device(&home).autodiff(),
+            embedding.to_device(&home).autodiff(),
+        )
     }
 }
 
@@ -174,7 +191,8 @@ impl Objective for Distillation<'_> {
                     }
                     (None, None) => {
                         let pruned = self.pruned.expect("InDistill has a pruned teacher");
-                        pruned.target(x.clone().inner(), k).autodiff()
+                        let (input, home) = on_device_of(&pruned.teacher, &x);
+                        pruned.target(input, k).to_device(&home).autodiff()
                     }
                 };
                 (mse(model.forward_until(x, k + 1), target), None)
@@ -511,6 +529,7 @@ pub fn distill(
             force,
             reporter,
             backend,
+            devices: config.devices.unwrap_or(1),
         },
     )?)
 }

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod distill;
 pub mod epoch;
 pub mod losses;
+pub mod parallel;
 pub mod supervised;
 pub mod teacher_cache;
 

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
 use burn::tensor::{Bytes, Int, Tensor};
 use serde::Serialize;
 
 use super::TrainError;
 use super::checkpoint::{Checkpoint, CheckpointHeader, EpochRecord, FORMAT};
-use super::epoch::{EpochPlan, StepOutcome, adam, count_correct, run_epoch};
+use super::epoch::{EpochPlan, StepOutcome, adam, run_epoch};
 use super::losses::cross_entropy;
+use super::parallel::with_replicas;
 use crate::config::TrainSettings;
 use crate::data::Splits;
 use crate::data::prep::Normalization;
@@ -44,6 +44,9 @@ pub struct TrainOptions<'a> {
     /// Where the network trains and is evaluated after every epoch. Checkpoints do not
     /// depend on it: a resume may use another backend.
     pub backend: runtime::Backend,
+    /// How many of the backend's devices train data-parallel ([`super::parallel`]); 1 is
+    /// the plain single-device loop.
+    pub devices: usize,
 }
 
 /// What a finished training run produced.
@@ -83,8 +86,9 @@ pub struct JobIdentity<'a> {
     pub config_toml: &'a str,
 }
 
-/// What a training run minimises, epoch by epoch.
-pub trait Objective {
+/// What a training run minimises, epoch by epoch. `Sync`: with several devices, each
+/// device's replica calls [`Objective::loss`] from its own thread.
+pub trait Objective: Sync {
     /// Epochs of the whole run.
     fn total_epochs(&self) -> usize;
     /// Phase name and learning rate of 1-based `epoch`.
@@ -174,7 +178,8 @@ pub fn fit(
     let ckpt_path = out.join(CHECKPOINT_FILE);
     let reporter = opts.reporter;
 
-    let device = opts.backend.autodiff_device()?;
+    let devices = opts.backend.autodiff_devices(opts.devices)?;
+    let device = devices[0].clone();
     // The initial weights are drawn on the CPU (each when the run first uses it, as on the
     // CPU backend) and moved to the device, so a seed gives the same start on every backend.
     let init_device = runtime::cpu_autodiff();
@@ -250,96 +255,97 @@ pub fn fit(
         .map_err(io(&config_path))?;
     let resumed_after = header.epochs_done;
     let norm = header.normalization.clone();
-    let eval_device = opts.backend.device()?;
+    let eval_device = device.clone().without_autodiff();
     let total = objective.total_epochs();
-    for epoch in header.epochs_done + 1..=total {
-        let (phase, lr) = objective.phase(epoch);
-        if objective.reset_optimizer_each_epoch() {
-            optim = adam(&settings.adam);
-        }
-        let plan = EpochPlan {
-            data: &splits.train,
-            norm: &norm,
-            augment: Some(&settings.augment),
-            batch_size: settings.batch_size,
-            seed: job.seed,
-            epoch,
-            device: &device,
-        };
-        let label = format!("epoch {epoch}/{total}");
-        let totals = run_epoch(&plan, &label, reporter, |x, y, indices| {
-            let (loss, logits) = objective.loss(&model, x, y, indices, epoch);
-            let value: f32 = loss.clone().into_scalar();
-            if !value.is_finite() {
-                return StepOutcome {
-                    loss: value,
-                    correct: None,
+    with_replicas(
+        &devices,
+        objective,
+        &splits.train,
+        |replicas| -> Result<(), TrainError> {
+            for epoch in header.epochs_done + 1..=total {
+                let (phase, lr) = objective.phase(epoch);
+                if objective.reset_optimizer_each_epoch() {
+                    optim = adam(&settings.adam);
+                }
+                let plan = EpochPlan {
+                    data: &splits.train,
+                    norm: &norm,
+                    augment: Some(&settings.augment),
+                    batch_size: settings.batch_size,
+                    seed: job.seed,
+                    epoch,
+                    device: &device,
                 };
-            }
-            let correct = logits.map(|l| count_correct(l.detach(), indices, &splits.train));
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(lr, model.clone(), grads);
-            StepOutcome {
-                loss: value,
-                correct,
-            }
-        })
-        .map_err(|e| {
-            if let TrainError::NonFinite { .. } = e
-                && header.epochs_done > 0
-            {
-                reporter.line(format!(
-                    "the last good checkpoint (epoch {}) is kept at {}",
-                    header.epochs_done,
-                    ckpt_path.display()
-                ));
-            }
-            e
-        })?;
+                let label = format!("epoch {epoch}/{total}");
+                let totals = run_epoch(&plan, &label, reporter, |x, y, indices| {
+                    let step = replicas.step(&model, x, y, indices, epoch);
+                    if let Some(grads) = step.grads {
+                        model = optim.step(lr, model.clone(), grads);
+                    }
+                    StepOutcome {
+                        loss: step.loss,
+                        correct: step.correct,
+                    }
+                })
+                .map_err(|e| {
+                    if let TrainError::NonFinite { .. } = e
+                        && header.epochs_done > 0
+                    {
+                        reporter.line(format!(
+                            "the last good checkpoint (epoch {}) is kept at {}",
+                            header.epochs_done,
+                            ckpt_path.display()
+                        ));
+                    }
+                    e
+                })?;
 
-        let valid = model.valid();
-        let preds = predict(
-            &valid,
-            &splits.test,
-            &norm,
-            settings.eval_batch_size,
-            &eval_device,
-        );
-        let (test_loss, test_accuracy) =
-            loss_and_accuracy(&preds.logits, preds.classes, &splits.test.labels);
-        let record = EpochRecord {
-            epoch,
-            phase: phase.clone(),
-            lr,
-            train_loss: totals.loss,
-            train_accuracy: totals.accuracy,
-            test_loss,
-            test_accuracy,
-            seconds: totals.seconds,
-            images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
-        };
-        let eval = crate::data::split::split_label(&splits.test);
-        let train_acc = totals
-            .accuracy
-            .map_or(String::new(), |a| format!("  train {:.2}%", 100.0 * a));
-        reporter.line(format!(
+                let valid = model.valid();
+                let preds = predict(
+                    &valid,
+                    &splits.test,
+                    &norm,
+                    settings.eval_batch_size,
+                    &eval_device,
+                );
+                let (test_loss, test_accuracy) =
+                    loss_and_accuracy(&preds.logits, preds.classes, &splits.test.labels);
+                let record = EpochRecord {
+                    epoch,
+                    phase: phase.clone(),
+                    lr,
+                    train_loss: totals.loss,
+                    train_accuracy: totals.accuracy,
+                    test_loss,
+                    test_accuracy,
+                    seconds: totals.seconds,
+                    images_per_second: totals.images as f64 / totals.seconds.max(1e-9),
+                };
+                let eval = crate::data::split::split_label(&splits.test);
+                let train_acc = totals
+                    .accuracy
+                    .map_or(String::new(), |a| format!("  train {:.2}%", 100.0 * a));
+                reporter.line(format!(
             "epoch {epoch:>3}/{total}  {phase}  lr {lr:.0e}  loss {:.4}{train_acc}  {eval} loss {test_loss:.4}  {eval} {:.2}%  {:.1}s ({:.0} img/s)",
             totals.loss,
             100.0 * test_accuracy,
             totals.seconds,
             record.images_per_second,
         ));
-        header.history.push(record);
-        header.epochs_done = epoch;
-        let optim_bytes = optim
-            .into_bytes()
-            .map_err(|e| TrainError::Record(e.to_string()))?;
-        Checkpoint::from_model(header.clone(), model.clone(), optim_bytes.to_vec())
-            .map_err(|e| TrainError::Record(e.to_string()))?
-            .write(&ckpt_path)?;
-        let metrics = out.join(METRICS_FILE);
-        write_json_atomic(&metrics, &header.history).map_err(io(&metrics))?;
-    }
+                header.history.push(record);
+                header.epochs_done = epoch;
+                let optim_bytes = optim
+                    .into_bytes()
+                    .map_err(|e| TrainError::Record(e.to_string()))?;
+                Checkpoint::from_model(header.clone(), model.clone(), optim_bytes.to_vec())
+                    .map_err(|e| TrainError::Record(e.to_string()))?
+                    .write(&ckpt_path)?;
+                let metrics = out.join(METRICS_FILE);
+                write_json_atomic(&metrics, &header.history).map_err(io(&metrics))?;
+            }
+            Ok(())
+        },
+    )?;
 
     // Final weights: the same container, without optimizer state.
     let model_path = out.join(MODEL_FILE);

@@ -101,7 +101,7 @@ pub struct ForeignOutputs {
 /// logits, an embedding and, when it was pruned for a student, InDistill's block targets for
 /// dataset images, preprocessing them itself. Implemented outside this module
 /// (`infer::teacher`), so training does not depend on the engines.
-pub trait ForeignTeacher {
+pub trait ForeignTeacher: Sync {
     /// Everything besides the model file that decides its outputs (preprocessing, which
     /// tensors are read, the taps and their kept filters), for the cache's fingerprint.
     fn identity(&self) -> String;

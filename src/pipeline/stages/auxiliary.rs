@@ -63,7 +63,7 @@ impl Stage for AuxiliaryBaseline {
             fingerprint: &super::own_hash(self)?,
             dataset: self.data.name(),
         };
-        train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
+        train_stage(dir, &job, &splits, ctx.compute(), reporter)?;
         write_eval(dir, ctx, true, self.schedule.eval_batch_size, reporter)
     }
 }
@@ -137,8 +137,9 @@ impl Stage for Auxiliary {
             teacher_onnx: self.teacher_onnx.clone(),
             variants: Default::default(),
             backend: None,
+            devices: None,
         };
-        distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
+        distill_stage(&dc, dir, &splits, ctx.compute(), reporter)?;
         write_eval(
             dir,
             ctx,

@@ -83,6 +83,7 @@ pub fn all(config: &PipelineConfig, opts: &BuildOptions) -> Vec<Box<dyn Stage>> 
             },
             variants: Default::default(),
             backend: None,
+            devices: None,
         },
     };
     let baselines = baselines::baselines(

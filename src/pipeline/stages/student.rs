@@ -59,7 +59,7 @@ impl Stage for Student {
             Some(_) => super::teacher::ONNX_TEACHER_FILE,
             None => MODEL_FILE,
         }));
-        distill_stage(&dc, dir, &splits, ctx.backend(), reporter)?;
+        distill_stage(&dc, dir, &splits, ctx.compute(), reporter)?;
         write_eval(
             dir,
             ctx,

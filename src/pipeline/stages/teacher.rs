@@ -57,7 +57,7 @@ impl Stage for Teacher {
             fingerprint: &super::own_hash(self)?,
             dataset: self.data.name(),
         };
-        train_stage(dir, &job, &splits, ctx.backend(), reporter)?;
+        train_stage(dir, &job, &splits, ctx.compute(), reporter)?;
         write_eval(dir, ctx, true, self.section.train.eval_batch_size, reporter)
     }
 }

@@ -70,7 +70,7 @@ pub(super) fn write_eval(
 ) -> Result<()> {
     let path = dir.join(MODEL_FILE);
     let ckpt = Checkpoint::read(&path)?;
-    let net = ckpt.load_model(&ctx.backend().device()?, &path)?;
+    let net = ckpt.load_model(&ctx.compute().0.device()?, &path)?;
     let norm = &ckpt.header.normalization;
     reporter.line("evaluating: accuracy and retrieval (database = train, queries = test)");
     let m = evaluate(&net, &*ctx.splits()?, norm, eval_batch_size, Some(100))?;
@@ -119,7 +119,7 @@ pub(super) fn train_stage(
     dir: &Path,
     job: &TrainJob<'_>,
     splits: &Splits,
-    backend: Backend,
+    (backend, devices): (Backend, usize),
     reporter: &mut Reporter,
 ) -> Result<()> {
     let TrainJob {
@@ -163,6 +163,7 @@ pub(super) fn train_stage(
             force: !resume,
             reporter,
             backend,
+            devices,
         },
     )?;
     Ok(())
@@ -173,11 +174,12 @@ pub(super) fn distill_stage(
     config: &DistillConfig,
     dir: &Path,
     splits: &Splits,
-    backend: Backend,
+    (backend, devices): (Backend, usize),
     reporter: &mut Reporter,
 ) -> Result<()> {
     let config = &DistillConfig {
         backend: Some(backend),
+        devices: Some(devices),
         ..config.clone()
     };
     let resume = dir.join(CHECKPOINT_FILE).exists();
