@@ -677,8 +677,9 @@ pub struct BuildArgs {
     /// cpu).
     #[arg(long, value_enum, value_name = "BACKEND")]
     pub backend: Option<BackendArg>,
-    /// Train the training stages data-parallel on the backend's first N devices (default: the config's `devices`,
-    /// else 1). On cpu, N replicas share the cores: the arithmetic of N GPUs, not a speed-up.
+    /// Train the training stages data-parallel on the backend's first N devices (default:
+    /// the config's `devices`, else 1). On cpu, N replicas share the cores: the arithmetic
+    /// of N GPUs, not a speed-up.
     #[arg(long, value_name = "N")]
     pub devices: Option<usize>,
     /// Where to validate the bundles: `qemu` (default for cross targets), `local`, or

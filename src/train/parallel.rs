@@ -128,13 +128,8 @@ pub fn with_replicas<R>(
 
 impl Replicas<'_> {
     /// Number of devices.
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         self.workers.len() + 1
-    }
-
-    /// Always false: there is at least the first device.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The loss, accuracy and gradients of one batch (`x`, `y` on the first device;
