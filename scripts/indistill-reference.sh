@@ -3,6 +3,8 @@
 # the auxiliary's baseline (cnn32) by cross-entropy, the auxiliary by PKT from the teacher, then
 # every student variant over 5 seeds, chosen on the validation split. Every step resumes or is
 # skipped when its output exists, so the run can be split across sessions: run it again.
+# A new machine has no runs/: the run's checkpoints are committed with `git add -f` (model.ckpt
+# of a finished step, checkpoint.ckpt of a partial one) so that it resumes anywhere.
 # `scripts/indistill-reference.sh 32` runs the same protocol at 32x32 (Fashion-MNIST padded by 2).
 # Extra arguments go to `compare` (e.g. --test once every choice is made).
 set -euo pipefail
