@@ -539,71 +539,127 @@ mod tests {
         );
     }
 
-    /// A few SGD steps of whole networks: the weights (and running statistics) after them are
-    /// the same with the fused kernels as with burn's arithmetic, within float tolerance.
+    /// Every batch norm's running mean and variance, block by block.
+    fn running_statistics(net: &ConvNet) -> Vec<f32> {
+        net.blocks
+            .iter()
+            .flat_map(|b| [&b.depthwise_bn, &b.bn])
+            .flatten()
+            .flat_map(|bn| {
+                let mut v = vec1(bn.running_mean.value_sync());
+                v.extend(vec1(bn.running_var.value_sync()));
+                v
+            })
+            .collect()
+    }
+
+    /// A few SGD steps of whole networks: each step, taken from the same weights once with the
+    /// fused kernels and once with burn's arithmetic, gives the same loss, the same weights
+    /// and the same running statistics after it, within float tolerance.
+    ///
+    /// The initial weights come from a local seeded generator and each step starts from shared
+    /// weights. With burn's random initialisation and two trajectories side by side this test
+    /// failed about one run in six (20 of 120 runs, 2026-12-04). Measured per step instead,
+    /// most steps' updates agreed to about 3e-6 of their norm, but 7 of 240 mobilenet96 steps
+    /// (32x32, batch 8) differed by more than 1e-5 of it, up to 0.7 % (1.8 % in a later run),
+    /// the difference starting at a single batch norm with every layer above it in agreement:
+    /// most likely an output within rounding of zero, rounded to either side of the ReLU that
+    /// follows, so that its gradient passes in one run and not in the other. A fixed
+    /// initialisation without such a tie is checked to 1e-5; it passed 150 of 150 runs with
+    /// 1, 2 and 8 rayon threads. mobilenet96 takes 32x32 inputs here (its global pooling takes
+    /// any size), which keeps the test at a fraction of a second.
     #[test]
     fn training_steps_with_fused_batch_norm_match_burns_arithmetic() {
+        use burn::module::{ModuleMapper, Param};
+        use rand::{Rng, SeedableRng};
+        /// Replaces every parameter that is not constant (batch norm's initial gamma, beta
+        /// and running statistics are) with values drawn uniformly in ±1/√(elements per row)
+        /// (±0.1 for a bias): burn's own draws come from one generator per process, which
+        /// tests running in parallel share.
+        struct Seeded(rand::rngs::StdRng);
+        impl ModuleMapper for Seeded {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let values = param.val().into_data().try_into_vec::<f32>().unwrap();
+                if values.iter().all(|&v| v == values[0]) {
+                    return param;
+                }
+                let rng = &mut self.0;
+                param.map(|t| {
+                    let dims = t.dims();
+                    let bound = match D {
+                        1 => 0.1,
+                        _ => 1.0 / ((values.len() / dims[0]) as f32).sqrt(),
+                    };
+                    let drawn = values
+                        .iter()
+                        .map(|_| rng.random_range(-bound..bound))
+                        .collect();
+                    Tensor::from_data(TensorData::new(drawn, dims), &t.device()).require_grad()
+                })
+            }
+        }
         for (preset, input, batch) in [
             ("cnn32-small", ImageShape::new(1, 28, 28), 16),
-            ("mobilenet96", ImageShape::new(3, 96, 96), 4),
+            ("mobilenet96", ImageShape::new(3, 32, 32), 8),
         ] {
             let arch = ModelSpec::resolve(preset, std::path::Path::new("."))
                 .unwrap()
                 .bind(input, 10)
                 .unwrap();
-            // The device's random generator is shared with tests running in parallel: draw the
-            // initial weights and the batch once and give both runs the same ones.
             let device = Device::flex().autodiff();
-            let initial = ConvNet::new(&arch, &device).into_record();
             let len = batch * input.len();
             let pixels: Vec<f32> = (0..len)
                 .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
                 .collect();
-            let train = |burn: bool| {
-                let mut net = ConvNet::new(&arch, &device).load_record(initial.clone());
-                // Adam would turn rounding noise in a near-zero gradient into a full ±lr step
-                // (the update is g/√v): plain SGD keeps the parameters a linear image of the
-                // gradients, so the comparison tests the kernels rather than Adam's amplifier.
-                // The rate is small too: the two runs do not round identically from run to run
-                // on a loaded machine, and mobilenet96's steps (batch 4) amplify that; at 0.05
-                // the losses parted by 1e-3 at the third step in 3 of 6 runs, at 0.01 in 2 of
-                // 30 (2026-12-04, another job running). The cause is not yet found.
-                let mut optim = burn::optim::SgdConfig::new().init();
-                let x = Tensor::<4>::from_data(
-                    TensorData::new(
-                        pixels.clone(),
-                        [batch, input.channels, input.height, input.width],
-                    ),
-                    &device,
-                );
-                let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
-                let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
-                let ce = burn::nn::loss::CrossEntropyLoss::new(None, &device);
-                let mut losses = Vec::new();
-                for _ in 0..4 {
-                    let mut step = || {
-                        let loss = ce.forward(net.forward(x.clone()), y.clone());
-                        losses.push(loss.clone().into_scalar::<f32>());
-                        GradientsParams::from_grads(loss.backward(), &net)
-                    };
-                    let grads = if burn {
-                        with_burn_batch_norm(&mut step)
-                    } else {
-                        step()
-                    };
-                    net = optim.step(0.01, net.clone(), grads);
-                }
-                (flatten_params(&net), losses)
-            };
-            let (fused, fused_losses) = train(false);
-            let (reference, reference_losses) = train(true);
-            close(
-                &fused_losses,
-                &reference_losses,
-                1e-5,
-                &format!("{preset} losses"),
+            let x = Tensor::<4>::from_data(
+                TensorData::new(pixels, [batch, input.channels, input.height, input.width]),
+                &device,
             );
-            close(&fused, &reference, 1e-4, &format!("{preset} parameters"));
+            let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), &device);
+            let ce = burn::nn::loss::CrossEntropyLoss::new(None, &device);
+            // Plain SGD keeps the update a linear image of the gradient (Adam's g/√v would turn
+            // rounding noise in a near-zero gradient into a full ±lr step).
+            let mut optim = burn::optim::SgdConfig::new().init();
+            // One step from `weights` on a fresh network (a clone would share the running
+            // statistics): the loss and the network after the step.
+            let mut step = |weights: &_, burn: bool| {
+                let net = ConvNet::new(&arch, &device).load_record(Clone::clone(weights));
+                let forward_backward = || {
+                    let loss = ce.forward(net.forward(x.clone()), y.clone());
+                    let value = loss.clone().into_scalar::<f32>();
+                    (value, GradientsParams::from_grads(loss.backward(), &net))
+                };
+                let (loss, grads) = if burn {
+                    with_burn_batch_norm(forward_backward)
+                } else {
+                    forward_backward()
+                };
+                (loss, optim.step(0.05, net.clone(), grads))
+            };
+            let seeded = rand::rngs::StdRng::seed_from_u64(11);
+            let mut weights = ConvNet::new(&arch, &device)
+                .map(&mut Seeded(seeded))
+                .into_record();
+            for i in 0..4 {
+                let (fused_loss, fused) = step(&weights, false);
+                let (burn_loss, reference) = step(&weights, true);
+                let what = format!("{preset} step {i}");
+                close(&[fused_loss], &[burn_loss], 1e-5, &format!("{what} loss"));
+                close(
+                    &flatten_params(&fused),
+                    &flatten_params(&reference),
+                    1e-5,
+                    &format!("{what} parameters"),
+                );
+                close(
+                    &running_statistics(&fused),
+                    &running_statistics(&reference),
+                    1e-5,
+                    &format!("{what} running statistics"),
+                );
+                weights = reference.into_record();
+            }
         }
     }
 }
