@@ -4,6 +4,8 @@
 //! The binary is a thin layer over this library: [`cli`] holds the argument types,
 //! [`commands`] one module per subcommand; everything else is reusable.
 
+#![forbid(unsafe_code)]
+
 pub mod board;
 pub mod cli;
 pub mod commands;

@@ -10,6 +10,7 @@ use distill_edge::commands;
 use distill_edge::exit::{self, ExitStatus};
 
 fn main() -> ExitCode {
+    pin_burn_default_device();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -36,4 +37,21 @@ fn main() -> ExitCode {
         Command::Data { command } => commands::data::run(command, &cli.global),
     })
     .into()
+}
+
+/// Pins burn's *default* device to the CPU (`BURN_DEVICE=flex`) for this process.
+///
+/// distill-edge always names its device (`--backend`, [`distill_edge::runtime::Backend`]);
+/// burn falls back on its default device in one place we reach, burn-optim 0.22's
+/// `ModuleOptimizer::load_record` (resuming a run), which builds the optimizer state there
+/// and moves it to each parameter's device at the next step. Left alone, that default is the
+/// first GPU backend compiled in, so a `--features wgpu` binary resuming a CPU run would open
+/// a GPU device (probing EGL and Wayland, or failing where there is no adapter). A
+/// `BURN_DEVICE` from the environment is replaced too: burn panics on a value it does not
+/// know, and `--backend` is the setting users have.
+#[allow(unsafe_code)]
+fn pin_burn_default_device() {
+    // SAFETY: the first thing `main` does, before this process starts any thread (clap, the
+    // rayon pool and every command come after), so nothing reads the environment meanwhile.
+    unsafe { std::env::set_var("BURN_DEVICE", "flex") };
 }

@@ -143,9 +143,13 @@ fn killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one() {
         stderr(&refused)
     );
 
-    let resumed = run(
-        tmp.path(),
-        &[
+    // Resuming loads the optimizer state on burn's default device, which distill-edge pins to
+    // the CPU: a `BURN_DEVICE` burn does not know (it panics on one) or a GPU built in must
+    // not reach it.
+    let resumed = Command::new(bin())
+        .current_dir(tmp.path())
+        .env("BURN_DEVICE", "no-such-backend")
+        .args([
             "--json",
             "--threads",
             "1",
@@ -155,8 +159,9 @@ fn killed_run_resumes_to_the_same_weights_as_an_uninterrupted_one() {
             "--out",
             "killed",
             "--resume",
-        ],
-    );
+        ])
+        .output()
+        .unwrap();
     assert!(resumed.status.success(), "{}", stderr(&resumed));
     assert_eq!(json(&resumed)["resumed_after"].as_u64().unwrap(), done);
 
