@@ -296,6 +296,10 @@ fn compare_keeps_each_methods_configured_weights_and_chooses_on_validation() {
     // Figures on validation only; the test split is not looked at without --test.
     assert!(table.contains("validation split"), "{table}");
     assert!(!table.contains("test split"), "{table}");
+    assert!(
+        table.contains("database = the training images without the validation images"),
+        "{table}"
+    );
     let j: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(p.join("runs/student/compare/compare.json")).unwrap(),
     )

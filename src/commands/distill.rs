@@ -602,12 +602,12 @@ fn render_all(results: &[SplitResult], seeds: &[u64], held_out: bool) -> String 
             }
         };
         out.push_str(&format!("## {heading}\n\n"));
-        out.push_str(&render(r, seeds));
+        out.push_str(&render(r, seeds, held_out));
     }
     out
 }
 
-fn render(r: &SplitResult, seeds: &[u64]) -> String {
+fn render(r: &SplitResult, seeds: &[u64], held_out: bool) -> String {
     let pm = |(m, s): (f64, f64)| {
         if seeds.len() > 1 {
             format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * s)
@@ -645,11 +645,16 @@ fn render(r: &SplitResult, seeds: &[u64]) -> String {
         ]);
     }
     let mut text = format!(
-        "{}\nseeds: {:?}; mean{} over seeds. Retrieval: database = the training images, queries = this split.\n",
+        "{}\nseeds: {:?}; mean{} over seeds. Retrieval: database = the training images{}, queries = this split.\n",
         t.render(),
         seeds,
         if seeds.len() > 1 {
             " ± sample std"
+        } else {
+            ""
+        },
+        if held_out {
+            " without the validation images"
         } else {
             ""
         }
