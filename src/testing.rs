@@ -36,12 +36,22 @@ pub fn missing_tool(what: &str, hint: &str) {
     eprintln!("skipped: {message}");
 }
 
+/// The root of the clone whose tests are running: `CARGO_MANIFEST_DIR` as cargo sets it when it
+/// runs the test, else the path the test binary was built in. The build directory is shared
+/// between clones (`scripts/env.sh`) and cargo reuses a test binary built in another clone, so
+/// the build-time path (`env!`) can name a clone that has moved, gone, or holds other files.
+pub fn source_root() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// Builds the on-device runner for this host with cargo (dev profile: it shares the test
 /// build's dependencies) and returns its path; panics with cargo's output when it fails.
 pub fn host_runner() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = std::process::Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(source_root())
         .args([
             "build",
             "--manifest-path",

@@ -13,7 +13,7 @@ use std::process::Command;
 fn resolved(features: &[&str], edges: &str) -> BTreeMap<String, Vec<String>> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(cargo)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(distill_edge::testing::source_root())
         .args(["tree", "--locked", "--offline", "-p", "distill-edge"])
         .args(features)
         .args(["-e", edges, "--prefix", "none", "--format", "{p}|{f}"])

@@ -22,7 +22,7 @@ fn target_dir() -> PathBuf {
     exe.ancestors()
         .nth(3)
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .unwrap_or_else(|| distill_edge::testing::source_root().join("target"))
 }
 
 fn check(what: &str, out: &Output) {
@@ -55,7 +55,8 @@ fn the_installed_binary_builds_and_runs_a_bundle_without_the_clone() {
     let started = Instant::now();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let out = Command::new(&cargo)
-        .args(["install", "--path", env!("CARGO_MANIFEST_DIR")])
+        .args(["install", "--path"])
+        .arg(distill_edge::testing::source_root())
         .args(["--debug", "--features", "ort", "--locked", "--root"])
         .arg(&root)
         .env("CARGO_TARGET_DIR", &target)

@@ -237,7 +237,7 @@ mod tests {
 
     /// Files of the checkout under `dir` with extension `ext`, relative to the checkout.
     fn checkout_files(dir: &str, ext: &str) -> Vec<String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = crate::testing::source_root();
         let mut out = Vec::new();
         let mut stack = vec![root.join(dir)];
         while let Some(d) = stack.pop() {
@@ -248,7 +248,12 @@ mod tests {
                         stack.push(p);
                     }
                 } else if p.extension().is_some_and(|e| e == ext) {
-                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                    out.push(
+                        p.strip_prefix(&root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
             }
         }
@@ -277,7 +282,7 @@ mod tests {
             );
         }
         for (rel, bytes) in all_files() {
-            let on_disk = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(&rel)).unwrap();
+            let on_disk = std::fs::read(crate::testing::source_root().join(&rel)).unwrap();
             assert!(on_disk == bytes, "{rel} differs from the embedded copy");
         }
     }

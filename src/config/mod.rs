@@ -451,7 +451,7 @@ mod tests {
 
     #[test]
     fn shipped_train_and_distill_configs_parse_and_validate() {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let root = crate::testing::source_root().join("configs");
         let files = |dir: &str| {
             let mut v: Vec<PathBuf> = std::fs::read_dir(root.join(dir))
                 .unwrap()

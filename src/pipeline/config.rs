@@ -439,7 +439,7 @@ mod tests {
     use super::*;
 
     fn shipped(name: &str) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        crate::testing::source_root()
             .join("configs/pipeline")
             .join(name)
     }

@@ -345,7 +345,7 @@ fn a_failed_check_stays_a_check_failure() {
 /// fingerprint computable (the runner sources are in the checkout).
 #[test]
 fn the_default_pipeline_has_these_stages_in_this_order() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = crate::testing::source_root();
     let opts = super::BuildOptions {
         targets: vec![crate::board::TargetSpec::resolve("aarch64").unwrap()],
         device: None,
